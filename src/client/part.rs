@@ -1,0 +1,173 @@
+//! [`PartFile`]: a download in progress, kept beside its target as
+//! `NAME.part`, with the server file's identity in `NAME.part.meta` so a
+//! later run can resume it only if the server's file is unchanged.
+//!
+//! The final name is only ever created by renaming a complete, verified
+//! `.part` onto it, so a file under its final name is always whole.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::protocol::Validator;
+
+/// A download's temporary file and its resume metadata.
+#[derive(Debug, Clone)]
+pub struct PartFile {
+    target: PathBuf,
+    part: PathBuf,
+    meta: PathBuf,
+}
+
+const META_MAGIC: &str = "ferry-part 1";
+
+fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+impl PartFile {
+    /// The part file for downloading into `target`.
+    pub fn new(target: PathBuf) -> Self {
+        PartFile {
+            part: with_suffix(&target, ".part"),
+            meta: with_suffix(&target, ".part.meta"),
+            target,
+        }
+    }
+
+    /// Where the file ends up.
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// The temporary file's path.
+    pub fn part_path(&self) -> &Path {
+        &self.part
+    }
+
+    /// Where an earlier interrupted download stopped, and which version of
+    /// the server's file it was, if both the part and its metadata exist.
+    pub fn resume_point(&self) -> Option<(u64, Validator)> {
+        let meta = fs::read_to_string(&self.meta).ok()?;
+        let mut lines = meta.lines();
+        if lines.next()? != META_MAGIC {
+            return None;
+        }
+        let mut size = None;
+        let mut mtime_ns = None;
+        for line in lines {
+            match line.split_once('=') {
+                Some(("size", v)) => size = v.parse().ok(),
+                Some(("mtime_ns", v)) => mtime_ns = v.parse().ok(),
+                _ => {}
+            }
+        }
+        let len = fs::symlink_metadata(&self.part).ok().filter(|m| m.is_file())?.len();
+        Some((
+            len,
+            Validator {
+                size: size?,
+                mtime_ns: mtime_ns?,
+            },
+        ))
+    }
+
+    /// Starts a fresh download of the file version `v`: records `v`, then
+    /// creates (or truncates) the part file.
+    ///
+    /// # Errors
+    ///
+    /// The file system's error.
+    pub fn create(&self, v: Validator) -> io::Result<File> {
+        fs::write(
+            &self.meta,
+            format!("{META_MAGIC}\nsize={}\nmtime_ns={}\n", v.size, v.mtime_ns),
+        )?;
+        self.create_plain()
+    }
+
+    /// Creates (or truncates) the part file, with no resume metadata (for
+    /// the raw protocol, which cannot resume).
+    ///
+    /// # Errors
+    ///
+    /// The file system's error.
+    pub fn create_plain(&self) -> io::Result<File> {
+        // O_NOFOLLOW: never write through a symlink planted at the part's name.
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&self.part)
+    }
+
+    /// Opens the part file to append to it, feeding its current content to
+    /// `hasher` first so the final hash covers the whole file.
+    ///
+    /// # Errors
+    ///
+    /// The file system's error.
+    pub fn reopen(&self, hasher: &mut blake3::Hasher) -> io::Result<File> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&self.part)?;
+        let mut buf = vec![0u8; 1024 * 1024];
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        Ok(file)
+    }
+
+    /// Moves the complete, verified part onto the target name.
+    ///
+    /// # Errors
+    ///
+    /// The rename's error.
+    pub fn commit(&self) -> io::Result<()> {
+        fs::rename(&self.part, &self.target)?;
+        let _ = fs::remove_file(&self.meta);
+        Ok(())
+    }
+
+    /// Removes the part and its metadata.
+    pub fn discard(&self) {
+        let _ = fs::remove_file(&self.part);
+        let _ = fs::remove_file(&self.meta);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn resume_point_needs_both_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = PartFile::new(dir.path().join("f.bin"));
+        assert_eq!(p.resume_point(), None);
+        let v = Validator { size: 10, mtime_ns: -5 };
+        let mut f = p.create(v).unwrap();
+        f.write_all(b"abc").unwrap();
+        assert_eq!(p.resume_point(), Some((3, v)));
+        let mut h = blake3::Hasher::new();
+        p.reopen(&mut h).unwrap().write_all(b"de").unwrap();
+        assert_eq!(h.finalize(), blake3::hash(b"abc"));
+        assert_eq!(p.resume_point(), Some((5, v)));
+        p.commit().unwrap();
+        assert_eq!(fs::read(dir.path().join("f.bin")).unwrap(), b"abcde");
+        assert_eq!(p.resume_point(), None);
+        assert!(!p.part_path().exists());
+    }
+}

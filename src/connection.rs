@@ -1,0 +1,415 @@
+//! Framed IO over any byte stream: the thin layer between sockets and the
+//! pure [`crate::protocol`] codec.
+//!
+//! [`Connection`] owns the stream, a read buffer and a write buffer. Reading
+//! loops "try to parse a frame from the buffer, else read more"; a clean EOF
+//! between frames is `Ok(None)`, an EOF inside a frame is an error. File
+//! bodies are not frames: [`Connection::read_body`] steps out of framing for
+//! exactly `len` raw bytes (first draining what the read buffer already
+//! holds), and [`SendFile`] sends a body straight from a file, with
+//! `sendfile(2)` where the stream is a TCP socket on Linux.
+//!
+//! The stream type is generic so tests can run the same code over
+//! `tokio::io::duplex`.
+
+use std::fs::File;
+use std::future::Future;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::protocol::{check_magic, DecodeError, Frame, MAGIC, MAX_FRAME_LEN};
+
+/// Read-buffer growth step. Headers are small; 8 KiB holds many pipelined
+/// requests, and the buffer never grows past one maximal frame.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// Copy-buffer size for the non-sendfile body path. 256 KiB: kernel↔user
+/// copies on small blocks cost several times more per byte than on large ones.
+pub const BODY_CHUNK: usize = 256 * 1024;
+
+/// Failures of framed IO.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    /// The peer closed the connection inside a frame, a body or the magic.
+    #[error("connection closed in the middle of {0}")]
+    UnexpectedEof(&'static str),
+    /// The peer sent bytes that are not a valid frame.
+    #[error("protocol violation: {0}")]
+    Decode(#[from] DecodeError),
+    /// The socket failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// A framed connection over a byte stream.
+#[derive(Debug)]
+pub struct Connection<S> {
+    stream: S,
+    rbuf: BytesMut,
+    wbuf: Vec<u8>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    /// Wraps a stream.
+    pub fn new(stream: S) -> Self {
+        Self::with_buffered(stream, &[])
+    }
+
+    /// Wraps a stream whose first bytes were already read (e.g. by the
+    /// server's protocol sniffing); they are parsed before anything else.
+    pub fn with_buffered(stream: S, already_read: &[u8]) -> Self {
+        let mut rbuf = BytesMut::with_capacity(READ_CHUNK.max(already_read.len()));
+        rbuf.extend_from_slice(already_read);
+        Connection {
+            stream,
+            rbuf,
+            wbuf: Vec::with_capacity(256),
+        }
+    }
+
+    /// The underlying stream.
+    pub fn stream(&self) -> &S {
+        &self.stream
+    }
+
+    /// Unwraps the stream, dropping anything buffered.
+    pub fn into_stream(self) -> S {
+        self.stream
+    }
+
+    /// Bytes queued for sending and not yet flushed.
+    pub fn queued_len(&self) -> usize {
+        self.wbuf.len()
+    }
+
+    /// Whether the read buffer holds bytes not yet parsed (part of a frame).
+    pub fn has_buffered_input(&self) -> bool {
+        !self.rbuf.is_empty()
+    }
+
+    /// Reads more bytes into the read buffer. Returns false on EOF.
+    async fn fill(&mut self) -> io::Result<bool> {
+        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 2 {
+            self.rbuf.reserve(READ_CHUNK);
+        }
+        Ok(self.stream.read_buf(&mut self.rbuf).await? != 0)
+    }
+
+    /// Reads and checks the peer's 8-byte magic.
+    ///
+    /// Returns `Ok(false)` if the peer closed before sending anything.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError::BadMagic`] if the bytes differ, `UnexpectedEof` if the
+    /// peer closed in the middle of it.
+    pub async fn read_magic(&mut self) -> Result<bool, ConnectionError> {
+        loop {
+            if check_magic(&self.rbuf)?.is_some() {
+                self.rbuf.advance(MAGIC.len());
+                return Ok(true);
+            }
+            if !self.fill().await? {
+                return if self.rbuf.is_empty() {
+                    Ok(false)
+                } else {
+                    Err(ConnectionError::UnexpectedEof("the magic"))
+                };
+            }
+        }
+    }
+
+    /// Reads one frame.
+    ///
+    /// Returns `Ok(None)` on a clean EOF between frames.
+    ///
+    /// # Errors
+    ///
+    /// A decode error for invalid bytes, `UnexpectedEof` for an EOF inside a
+    /// frame, or the socket's IO error.
+    pub async fn read_frame(&mut self) -> Result<Option<Frame>, ConnectionError> {
+        loop {
+            if let Some((frame, used)) = Frame::parse(&self.rbuf)? {
+                self.rbuf.advance(used);
+                return Ok(Some(frame));
+            }
+            debug_assert!(self.rbuf.len() < 4 + MAX_FRAME_LEN);
+            if !self.fill().await? {
+                return if self.rbuf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(ConnectionError::UnexpectedEof("a frame"))
+                };
+            }
+        }
+    }
+
+    /// Appends a frame to the write buffer without sending it.
+    pub fn queue(&mut self, frame: &Frame) {
+        frame.encode(&mut self.wbuf);
+    }
+
+    /// Appends raw bytes (the magic) to the write buffer.
+    pub fn queue_raw(&mut self, bytes: &[u8]) {
+        self.wbuf.extend_from_slice(bytes);
+    }
+
+    /// Sends everything queued.
+    ///
+    /// # Errors
+    ///
+    /// The socket's IO error.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        if !self.wbuf.is_empty() {
+            self.stream.write_all(&self.wbuf).await?;
+            self.wbuf.clear();
+        }
+        self.stream.flush().await
+    }
+
+    /// Queues a frame and sends everything queued.
+    ///
+    /// # Errors
+    ///
+    /// The socket's IO error.
+    pub async fn send(&mut self, frame: &Frame) -> io::Result<()> {
+        self.queue(frame);
+        self.flush().await
+    }
+
+    /// Reads exactly `len` raw body bytes, handing them to `sink` in pieces
+    /// of at most `buf.len()` bytes. Bytes already in the read buffer come
+    /// first; the rest is read straight into `buf`, with no further copy.
+    ///
+    /// # Errors
+    ///
+    /// `UnexpectedEof` if the peer closes early, the socket's IO error, or
+    /// whatever `sink` returns (wrapped as `Io`).
+    pub async fn read_body<F>(
+        &mut self,
+        len: u64,
+        buf: &mut [u8],
+        mut sink: F,
+    ) -> Result<(), ConnectionError>
+    where
+        F: FnMut(&[u8]) -> io::Result<()>,
+    {
+        assert!(!buf.is_empty(), "read_body needs a buffer");
+        let mut remaining = len;
+        if !self.rbuf.is_empty() && remaining > 0 {
+            let n = self.rbuf.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
+            sink(&self.rbuf[..n])?;
+            self.rbuf.advance(n);
+            remaining -= n as u64;
+        }
+        while remaining > 0 {
+            let want = buf.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
+            let n = self.stream.read(&mut buf[..want]).await?;
+            if n == 0 {
+                return Err(ConnectionError::UnexpectedEof("a file body"));
+            }
+            sink(&buf[..n])?;
+            remaining -= n as u64;
+        }
+        Ok(())
+    }
+
+    /// Reads whatever the peer sends until it closes, up to `limit` bytes in
+    /// total, handing the bytes to `sink`. Used by the raw protocol, whose
+    /// file bodies end at EOF. Returns the number of bytes read.
+    ///
+    /// # Errors
+    ///
+    /// The socket's IO error or `sink`'s.
+    pub async fn read_to_end<F>(&mut self, buf: &mut [u8], mut sink: F) -> io::Result<u64>
+    where
+        F: FnMut(&[u8]) -> io::Result<()>,
+    {
+        let mut total = 0u64;
+        if !self.rbuf.is_empty() {
+            sink(&self.rbuf)?;
+            total += self.rbuf.len() as u64;
+            self.rbuf.clear();
+        }
+        loop {
+            let n = self.stream.read(buf).await?;
+            if n == 0 {
+                return Ok(total);
+            }
+            sink(&buf[..n])?;
+            total += n as u64;
+        }
+    }
+}
+
+impl<S: SendFile> Connection<S> {
+    /// Sends what is queued followed by `len` bytes of `file` from `offset`,
+    /// so the header leaves in the same segment as the start of the body.
+    ///
+    /// # Errors
+    ///
+    /// The socket's IO error, or `UnexpectedEof` if the file ends early
+    /// (it was truncated while being served).
+    pub async fn send_file(&mut self, file: &File, offset: u64, len: u64) -> io::Result<()> {
+        let prefix = std::mem::take(&mut self.wbuf);
+        let res = self.stream.send_file(&prefix, file, offset, len).await;
+        self.wbuf = prefix;
+        self.wbuf.clear();
+        res
+    }
+}
+
+/// A stream that can send a file's bytes, possibly without copying them
+/// through user space.
+pub trait SendFile: AsyncRead + AsyncWrite + Unpin + Send {
+    /// Writes `prefix`, then `len` bytes of `file` starting at `offset`.
+    ///
+    /// # Errors
+    ///
+    /// The stream's IO error, or `UnexpectedEof` if the file ends early.
+    fn send_file(
+        &mut self,
+        prefix: &[u8],
+        file: &File,
+        offset: u64,
+        len: u64,
+    ) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+/// The portable body path: `pread` into a fixed buffer and write it out.
+/// The first write carries `prefix` and the start of the body together.
+///
+/// # Errors
+///
+/// As [`SendFile::send_file`].
+pub async fn copy_file_to<W: AsyncWrite + Unpin + Send>(
+    out: &mut W,
+    prefix: &[u8],
+    file: &File,
+    offset: u64,
+    len: u64,
+) -> io::Result<()> {
+    let cap = BODY_CHUNK.min(usize::try_from(len).unwrap_or(BODY_CHUNK)) + prefix.len();
+    let mut buf = vec![0u8; cap];
+    buf[..prefix.len()].copy_from_slice(prefix);
+    let mut filled = prefix.len();
+    let mut pos = offset;
+    let end = offset + len;
+    loop {
+        while filled < buf.len() && pos < end {
+            let want = (buf.len() - filled).min(usize::try_from(end - pos).unwrap_or(usize::MAX));
+            let n = file.read_at(&mut buf[filled..filled + want], pos)?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file shrank while being sent",
+                ));
+            }
+            filled += n;
+            pos += n as u64;
+        }
+        if filled == 0 {
+            break;
+        }
+        out.write_all(&buf[..filled]).await?;
+        filled = 0;
+        if pos == end {
+            break;
+        }
+    }
+    out.flush().await
+}
+
+impl SendFile for tokio::io::DuplexStream {
+    async fn send_file(&mut self, prefix: &[u8], file: &File, offset: u64, len: u64) -> io::Result<()> {
+        copy_file_to(self, prefix, file, offset, len).await
+    }
+}
+
+impl SendFile for tokio::net::TcpStream {
+    async fn send_file(&mut self, prefix: &[u8], file: &File, offset: u64, len: u64) -> io::Result<()> {
+        crate::zerocopy::send_file(self, prefix, file, offset, len).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Frame;
+
+    #[tokio::test]
+    async fn frames_and_body_over_duplex() {
+        let (a, b) = tokio::io::duplex(64);
+        let mut tx = Connection::new(a);
+        let mut rx = Connection::new(b);
+        let writer = tokio::spawn(async move {
+            tx.queue_raw(&MAGIC);
+            tx.queue(&Frame::Hello { version: 1, caps: 0 });
+            tx.queue(&Frame::Trailer { hash: [7; 32] });
+            tx.queue_raw(b"0123456789");
+            tx.queue(&Frame::ListEnd { count: 3 });
+            tx.flush().await.unwrap();
+        });
+        assert!(rx.read_magic().await.unwrap());
+        assert_eq!(
+            rx.read_frame().await.unwrap(),
+            Some(Frame::Hello { version: 1, caps: 0 })
+        );
+        assert_eq!(
+            rx.read_frame().await.unwrap(),
+            Some(Frame::Trailer { hash: [7; 32] })
+        );
+        let mut got = Vec::new();
+        let mut buf = [0u8; 3];
+        rx.read_body(10, &mut buf, |b| {
+            got.extend_from_slice(b);
+            Ok(())
+        })
+        .await
+        .unwrap();
+        assert_eq!(got, b"0123456789");
+        assert_eq!(
+            rx.read_frame().await.unwrap(),
+            Some(Frame::ListEnd { count: 3 })
+        );
+        writer.await.unwrap();
+        assert_eq!(rx.read_frame().await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn eof_inside_frame_is_an_error() {
+        let (mut a, b) = tokio::io::duplex(64);
+        let mut rx = Connection::new(b);
+        a.write_all(&[0, 0, 0, 9, 0x01]).await.unwrap();
+        drop(a);
+        assert!(matches!(
+            rx.read_frame().await,
+            Err(ConnectionError::UnexpectedEof(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn body_cut_short_is_an_error() {
+        let (mut a, b) = tokio::io::duplex(64);
+        let mut rx = Connection::new(b);
+        a.write_all(b"abc").await.unwrap();
+        drop(a);
+        let mut buf = [0u8; 16];
+        let res = rx.read_body(10, &mut buf, |_| Ok(())).await;
+        assert!(matches!(res, Err(ConnectionError::UnexpectedEof(_))));
+    }
+
+    #[tokio::test]
+    async fn bad_magic_is_rejected() {
+        let (mut a, b) = tokio::io::duplex(64);
+        let mut rx = Connection::new(b);
+        a.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        assert!(matches!(
+            rx.read_magic().await,
+            Err(ConnectionError::Decode(DecodeError::BadMagic))
+        ));
+    }
+}

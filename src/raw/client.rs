@@ -1,0 +1,128 @@
+//! Talking to the tutorial's servers: `ferry get --raw`, `ferry say --raw`.
+
+use std::io::{self, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::client::{connect, local_name, ClientError, Downloaded, HostPort, PartFile, Progress};
+use crate::connection::Connection;
+use crate::display::escape_controls;
+
+/// Downloads `name` from a tutorial-style server: sends the name exactly
+/// (no terminator), saves everything until the server closes into
+/// `out_dir/<base name>` through a `.part`, and fails, leaving nothing,
+/// if the server sends nothing.
+///
+/// # Errors
+///
+/// Connection errors, `Empty` when nothing arrives, `Local` for disk errors.
+pub async fn get(
+    addr: &HostPort,
+    name: &str,
+    out_dir: &Path,
+    progress: Progress,
+) -> Result<Downloaded, ClientError> {
+    let local = local_name(name)?;
+    let part = PartFile::new(out_dir.join(local));
+    let mut stream = connect(addr).await?;
+    stream
+        .write_all(name.as_bytes())
+        .await
+        .map_err(|e| ClientError::Connection(e.into()))?;
+    let mut conn = Connection::new(stream);
+    let bar = progress.bar(name, 0);
+    let mut file = None;
+    let mut failure = None;
+    let mut buf = vec![0u8; 1024 * 1024];
+    let res = conn
+        .read_to_end(&mut buf, |chunk| {
+            if file.is_none() {
+                file = Some(part.create_plain().inspect_err(|e| {
+                    failure = Some(io::Error::new(e.kind(), e.to_string()));
+                })?);
+            }
+            let f = file.as_mut().expect("just created");
+            f.write_all(chunk).inspect_err(|e| {
+                failure = Some(io::Error::new(e.kind(), e.to_string()));
+            })?;
+            bar.inc(chunk.len() as u64);
+            Ok(())
+        })
+        .await;
+    bar.finish_and_clear();
+    let local_err = |source| ClientError::Local {
+        path: part.part_path().to_path_buf(),
+        source,
+    };
+    if let Some(e) = failure {
+        part.discard();
+        return Err(local_err(e));
+    }
+    let size = match res {
+        Ok(n) => n,
+        Err(e) => {
+            part.discard();
+            return Err(ClientError::Connection(e.into()));
+        }
+    };
+    if file.is_none() {
+        return Err(ClientError::Empty(escape_controls(name).into_owned()));
+    }
+    drop(file);
+    part.commit().map_err(local_err)?;
+    Ok(Downloaded {
+        path: part.target().to_path_buf(),
+        size,
+        resumed_from: 0,
+    })
+}
+
+/// A connection to a tutorial-style message server.
+#[derive(Debug)]
+pub struct RawSay {
+    stream: TcpStream,
+    wait: Duration,
+}
+
+impl RawSay {
+    /// Connects; answers are awaited for up to `wait` after each message.
+    ///
+    /// # Errors
+    ///
+    /// Connection errors.
+    pub async fn connect(addr: &HostPort, wait: Duration) -> Result<Self, ClientError> {
+        Ok(RawSay {
+            stream: connect(addr).await?,
+            wait,
+        })
+    }
+
+    /// Sends `message` as is and returns whatever the server answers within
+    /// the wait (empty if nothing: the tutorial's loop server never answers).
+    ///
+    /// # Errors
+    ///
+    /// Connection errors while sending.
+    pub async fn say(&mut self, message: &[u8]) -> Result<Vec<u8>, ClientError> {
+        self.stream
+            .write_all(message)
+            .await
+            .map_err(|e| ClientError::Connection(e.into()))?;
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Wait up to `wait` for the first bytes, then collect what follows
+        // closely behind them.
+        let mut limit = self.wait;
+        while let Ok(Ok(n)) = tokio::time::timeout(limit, self.stream.read(&mut buf)).await {
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+            limit = super::NAME_QUIET;
+        }
+        Ok(answer)
+    }
+}

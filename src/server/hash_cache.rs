@@ -1,0 +1,176 @@
+//! [`HashCache`]: BLAKE3 hashes of served files, computed once per version.
+//!
+//! A hash costs a full read of the file, so the server keeps them keyed by
+//! (device, inode, size, mtime): an unchanged file is hashed once, a changed
+//! one gets a new key. Concurrent requests for the same version share one
+//! computation. Hashing runs on the blocking pool, beside the body being
+//! sent, so it never delays a response's first byte.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::OnceCell;
+
+use super::root::FileInfo;
+use crate::protocol::HASH_LEN;
+
+/// Identifies one version of one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HashKey {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i64,
+}
+
+impl From<&FileInfo> for HashKey {
+    fn from(i: &FileInfo) -> Self {
+        HashKey {
+            dev: i.dev,
+            ino: i.ino,
+            size: i.size,
+            mtime_ns: i.mtime_ns,
+        }
+    }
+}
+
+type Slot = Arc<OnceCell<[u8; HASH_LEN]>>;
+
+/// Cached file hashes. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct HashCache {
+    slots: Mutex<HashMap<HashKey, Slot>>,
+    capacity: usize,
+}
+
+/// Files up to this size are hashed inline: a trip to the blocking pool
+/// costs more than hashing them.
+const INLINE_HASH_MAX: u64 = 64 * 1024;
+
+/// Read size while hashing.
+const HASH_CHUNK: usize = 1024 * 1024;
+
+impl HashCache {
+    /// A cache remembering up to `capacity` file versions.
+    pub fn new(capacity: usize) -> Self {
+        HashCache {
+            slots: Mutex::new(HashMap::new()),
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn slot(&self, key: HashKey) -> Slot {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        if slots.len() >= self.capacity && !slots.contains_key(&key) {
+            // Crude but bounded: forget finished entries when full. In-flight
+            // ones stay so their waiters still share them.
+            slots.retain(|_, s| !s.initialized());
+        }
+        slots.entry(key).or_default().clone()
+    }
+
+    /// The hash of this file version if it is already known.
+    pub fn cached(&self, info: &FileInfo) -> Option<[u8; HASH_LEN]> {
+        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.get(&HashKey::from(info)).and_then(|s| s.get().copied())
+    }
+
+    /// The hash of `file`, whose metadata is `info`, computing it if needed.
+    ///
+    /// # Errors
+    ///
+    /// A read error, or `UnexpectedEof`/`Other` if the file changed while it
+    /// was being hashed (the result would describe no version of it; nothing
+    /// is cached then).
+    pub async fn hash(&self, file: &File, info: &FileInfo) -> io::Result<[u8; HASH_LEN]> {
+        let key = HashKey::from(info);
+        let slot = self.slot(key);
+        let size = info.size;
+        let res = slot
+            .get_or_try_init(|| async {
+                if size <= INLINE_HASH_MAX {
+                    hash_file(file, size)
+                } else {
+                    let file = file.try_clone()?;
+                    tokio::task::spawn_blocking(move || hash_file(&file, size))
+                        .await
+                        .map_err(io::Error::other)?
+                }
+                .and_then(|h| {
+                    // A file rewritten in place during the read may keep its
+                    // size; its mtime tells.
+                    let now = FileInfo::of_file(file)?;
+                    if HashKey::from(&now) == key {
+                        Ok(h)
+                    } else {
+                        Err(io::Error::other("file changed while being hashed"))
+                    }
+                })
+            })
+            .await
+            .copied();
+        if res.is_err() {
+            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            slots.remove(&key);
+        }
+        res
+    }
+}
+
+/// Hashes the first `size` bytes of `file` with positional reads.
+fn hash_file(file: &File, size: u64) -> io::Result<[u8; HASH_LEN]> {
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; HASH_CHUNK.min(usize::try_from(size).unwrap_or(HASH_CHUNK)).max(1)];
+    let mut pos = 0u64;
+    while pos < size {
+        let want = buf.len().min(usize::try_from(size - pos).unwrap_or(usize::MAX));
+        let n = file.read_at(&mut buf[..want], pos)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shrank while being hashed",
+            ));
+        }
+        hasher.update(&buf[..n]);
+        pos += n as u64;
+    }
+    Ok(*hasher.finalize().as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[tokio::test]
+    async fn hashes_once_and_matches_blake3() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::File::create(&p).unwrap().write_all(&data).unwrap();
+        let f = File::open(&p).unwrap();
+        let info = FileInfo::of_file(&f).unwrap();
+        let cache = HashCache::new(4);
+        assert_eq!(cache.cached(&info), None);
+        let h = cache.hash(&f, &info).await.unwrap();
+        assert_eq!(h, *blake3::hash(&data).as_bytes());
+        assert_eq!(cache.cached(&info), Some(h));
+    }
+
+    #[tokio::test]
+    async fn stays_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = HashCache::new(3);
+        for i in 0..10 {
+            let p = dir.path().join(format!("f{i}"));
+            std::fs::write(&p, format!("{i}")).unwrap();
+            let f = File::open(&p).unwrap();
+            let info = FileInfo::of_file(&f).unwrap();
+            cache.hash(&f, &info).await.unwrap();
+        }
+        assert!(cache.slots.lock().unwrap().len() <= 3);
+    }
+}

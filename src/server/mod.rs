@@ -1,0 +1,391 @@
+//! The server: accept loop, connection limits, graceful shutdown, and the
+//! dispatch of each connection to the native ([`native`]) or raw
+//! ([`crate::raw`]) protocol.
+//!
+//! [`run`] takes an already-bound listener (tests bind port 0) and a
+//! [`CancellationToken`] (the binary cancels it on Ctrl-C / SIGTERM). Each
+//! connection runs in its own task, so one failing or hostile request can
+//! only end its own connection.
+//!
+//! Limits: at most `max_connections` connections are served at once. When a
+//! new one arrives at the limit, the connection that has waited longest for
+//! its next request (an idle or slowloris client) is closed to make room;
+//! only if every connection is busy transferring does the newcomer get
+//! `server busy`. So idle connections can never lock a real client out.
+
+mod hash_cache;
+mod native;
+pub(crate) mod registry;
+pub mod root;
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+pub use hash_cache::HashCache;
+use registry::{ConnHandle, Registry};
+pub use root::SafeRoot;
+
+use crate::protocol::{ErrorCode, Frame, MAGIC};
+
+/// How the server treats a connection that is not a native ferry client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RawMode {
+    /// Serve the file named by the client's first bytes (the tutorial's
+    /// downloader).
+    #[default]
+    File,
+    /// Print what the client sends and acknowledge each chunk (the
+    /// tutorial's message servers).
+    Message,
+    /// Close raw connections.
+    Off,
+}
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The directory to serve.
+    pub root: PathBuf,
+    /// Most connections served at once.
+    pub max_connections: usize,
+    /// How long a connection may take to send its next request (or its
+    /// first bytes) before it is closed.
+    pub idle_timeout: Duration,
+    /// How long transfers in flight may continue after shutdown begins.
+    pub grace: Duration,
+    /// What to do with non-ferry clients.
+    pub raw: RawMode,
+    /// The acknowledgement sent for each message.
+    pub ack: String,
+    /// Whether received messages are printed to stdout.
+    pub print_messages: bool,
+}
+
+impl Config {
+    /// Defaults for serving `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Config {
+            root: root.into(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            idle_timeout: Duration::from_secs(30),
+            grace: Duration::from_secs(10),
+            raw: RawMode::File,
+            ack: DEFAULT_ACK.to_string(),
+            print_messages: true,
+        }
+    }
+}
+
+/// The tutorial's acknowledgement: "your message was received".
+pub const DEFAULT_ACK: &str = "已收到你的信息";
+
+/// Default connection cap: generous, since an idle connection costs a few
+/// KiB and is evicted when room is needed.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+/// The tutorial's port.
+pub const DEFAULT_PORT: u16 = 8000;
+
+/// Connections beyond the limit that may wait at once for room or a busy
+/// answer; past this they are closed straight away.
+const MAX_PENDING_REJECTS: usize = 256;
+
+/// Errors that stop the server as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The root could not be opened.
+    #[error("cannot serve {path}: {source}")]
+    Root {
+        /// The directory asked for.
+        path: PathBuf,
+        /// Why it failed.
+        source: io::Error,
+    },
+    /// Binding the listening socket failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why it failed.
+        source: io::Error,
+    },
+}
+
+/// Binds the listening socket: `[::]:port` accepting IPv4 and IPv6 when no
+/// address is given (falling back to `0.0.0.0` where IPv6 is unavailable).
+///
+/// # Errors
+///
+/// [`ServerError::Bind`] if the socket cannot be bound.
+pub fn bind(addr: Option<IpAddr>, port: u16) -> Result<TcpListener, ServerError> {
+    match addr {
+        Some(ip) => bind_one(SocketAddr::new(ip, port), false),
+        None => bind_one(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port), true).or_else(
+            |e| {
+                debug!("dual-stack bind failed ({e}); falling back to IPv4");
+                bind_one(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port), false)
+            },
+        ),
+    }
+}
+
+fn bind_one(addr: SocketAddr, dual_stack: bool) -> Result<TcpListener, ServerError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let err = |source| ServerError::Bind { addr, source };
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .map_err(err)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(!dual_stack).map_err(err)?;
+    }
+    socket.set_reuse_address(true).map_err(err)?;
+    socket.set_nonblocking(true).map_err(err)?;
+    socket.bind(&addr.into()).map_err(err)?;
+    socket.listen(1024).map_err(err)?;
+    TcpListener::from_std(socket.into()).map_err(err)
+}
+
+/// State shared by every connection task.
+pub(crate) struct Shared {
+    pub(crate) root: SafeRoot,
+    pub(crate) hashes: HashCache,
+    pub(crate) config: Config,
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// Serves connections from `listener` until `shutdown` is cancelled, then
+/// lets transfers in flight finish for up to `config.grace`.
+///
+/// # Errors
+///
+/// [`ServerError::Root`] if the root cannot be opened. Errors of single
+/// connections are logged, never returned.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<(), ServerError> {
+    let root = SafeRoot::open(&config.root).map_err(|source| ServerError::Root {
+        path: config.root.clone(),
+        source,
+    })?;
+    let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let rejects = Arc::new(Semaphore::new(MAX_PENDING_REJECTS));
+    let registry = Arc::new(Registry::default());
+    let grace = config.grace;
+    let shared = Arc::new(Shared {
+        root,
+        hashes: HashCache::new(65_536),
+        config,
+        shutdown: shutdown.clone(),
+    });
+    let tracker = TaskTracker::new();
+    let mut backoff = Duration::from_millis(5);
+
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => {
+                backoff = Duration::from_millis(5);
+                x
+            }
+            Err(e) => {
+                // EMFILE and friends: wait a little rather than spin.
+                warn!("accept failed: {e}; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => None,
+        };
+        let Some(permit) = permit else {
+            // At the limit: make room by evicting the longest-waiting
+            // connection, or answer busy. Bounded so a flood costs little.
+            let Ok(reject_permit) = rejects.clone().try_acquire_owned() else {
+                debug!(%peer, "over the limit and too many pending; closing");
+                continue;
+            };
+            let (permits, registry, shared) = (permits.clone(), registry.clone(), shared.clone());
+            tracker.spawn(async move {
+                let _reject_permit = reject_permit;
+                let permit = if registry.evict_oldest_waiting() {
+                    tokio::time::timeout(Duration::from_secs(2), permits.acquire_owned())
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                } else {
+                    None
+                };
+                match permit {
+                    Some(permit) => {
+                        let handle = registry.register();
+                        let _permit = permit;
+                        serve_connection(stream, peer, &shared, &handle).await;
+                    }
+                    None => {
+                        info!(%peer, "server busy: connection refused");
+                        reject_busy(stream).await;
+                    }
+                }
+            });
+            continue;
+        };
+        let handle = registry.register();
+        let shared = shared.clone();
+        tracker.spawn(async move {
+            let _permit = permit;
+            serve_connection(stream, peer, &shared, &handle).await;
+        });
+    }
+
+    drop(listener);
+    tracker.close();
+    let in_flight = tracker.len();
+    if in_flight > 0 {
+        info!("shutting down: waiting up to {grace:?} for {in_flight} connection(s)");
+    }
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        warn!("grace period over; dropping {} connection(s)", tracker.len());
+    }
+    Ok(())
+}
+
+/// Serves one accepted connection: sniffs its first byte and hands it to the
+/// native or the raw protocol.
+async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared, handle: &ConnHandle) {
+    let span = info_span!("conn", %peer);
+    async move {
+        info!("connected");
+        let started = std::time::Instant::now();
+        let mut first = [0u8; 1];
+        let n = match handle
+            .wait(shared, stream.read(&mut first))
+            .await
+        {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => {
+                debug!("read failed: {e}");
+                return;
+            }
+            Err(stop) => {
+                debug!("closed before sending anything: {stop}");
+                return;
+            }
+        };
+        if n == 0 {
+            info!("disconnected without sending anything");
+            return;
+        }
+        let summary = if first[0] == MAGIC[0] {
+            native::serve(stream, &first, peer, shared, handle)
+                .await
+                .to_string()
+        } else {
+            crate::raw::server::serve(stream, first[0], peer, shared, handle).await
+        };
+        info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "disconnected: {summary}"
+        );
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Why a connection stopped waiting for its next request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// Nothing arrived within the idle timeout.
+    Timeout,
+    /// Closed to make room for a new connection.
+    Evicted,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+impl Stop {
+    /// The error frame telling a native client why it is being closed.
+    pub(crate) fn frame(self) -> Frame {
+        match self {
+            Stop::Timeout => Frame::error(ErrorCode::Timeout, "idle timeout: closing connection"),
+            Stop::Evicted => Frame::error(
+                ErrorCode::Timeout,
+                "idle connection closed to make room for another client",
+            ),
+            Stop::Shutdown => Frame::error(ErrorCode::ShuttingDown, "server shutting down"),
+        }
+    }
+}
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stop::Timeout => "idle timeout",
+            Stop::Evicted => "evicted to make room",
+            Stop::Shutdown => "server shutting down",
+        })
+    }
+}
+
+/// Tells an over-the-limit client `server busy` (only a native client: a
+/// raw one would save the error as file content) and closes.
+async fn reject_busy(mut stream: TcpStream) {
+    let mut first = [0u8; 1];
+    let native = matches!(
+        tokio::time::timeout(Duration::from_secs(1), stream.read(&mut first)).await,
+        Ok(Ok(1)) if first[0] == MAGIC[0]
+    );
+    if native {
+        let mut out = MAGIC.to_vec();
+        Frame::error(ErrorCode::Busy, "server busy").encode(&mut out);
+        let _ = stream.write_all(&out).await;
+    }
+    close_gracefully(stream).await;
+}
+
+/// Half-closes, then discards what the peer still sends (bounded in bytes
+/// and time) before closing. Closing a socket that has unread input makes
+/// the kernel send a reset, which can destroy the error frame we just sent
+/// before the peer reads it.
+pub(crate) async fn close_gracefully(mut stream: TcpStream) {
+    let _ = stream.shutdown().await;
+    let drain = async {
+        let mut buf = [0u8; 4096];
+        let mut total = 0usize;
+        while let Ok(n) = stream.read(&mut buf).await {
+            total += n;
+            if n == 0 || total > 256 * 1024 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+}
+
+/// Prints a received message to stdout as one line, control characters
+/// escaped, and flushes it so a script reading the output sees it at once.
+pub(crate) fn print_message(peer: SocketAddr, text: &[u8]) {
+    use std::io::Write;
+    let text = String::from_utf8_lossy(text);
+    let line = crate::display::escape_controls(text.trim_end_matches(['\r', '\n']));
+    let mut out = io::stdout().lock();
+    let _ = writeln!(out, "message from {peer}: {line}");
+    let _ = out.flush();
+}

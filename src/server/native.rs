@@ -1,0 +1,335 @@
+//! The native ferry protocol, server side: the hello exchange and the request
+//! loop. See `docs/PROTOCOL.md`.
+//!
+//! [`serve`] is the outer `call`: it turns any failure of the inner request
+//! handling into one error frame and one log line. Request-level failures
+//! (a missing file) answer an error frame and keep the connection;
+//! connection-level ones (a malformed frame, a timeout) answer one and close.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use tokio::net::TcpStream;
+use tracing::{debug, info, warn};
+
+use super::registry::ConnHandle;
+use super::root::{validate_path, FileInfo, PathError};
+use super::{close_gracefully, print_message, Shared};
+use crate::connection::{Connection, ConnectionError};
+use crate::display::escape_controls;
+use crate::protocol::{
+    caps, ErrorCode, FileHeader, Frame, GetRequest, StatReply, MAGIC, VERSION,
+};
+
+/// Totals of one connection, for the disconnect log line.
+#[derive(Debug, Default)]
+pub(crate) struct Summary {
+    requests: u64,
+    bytes: u64,
+    end: String,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} request(s), {} body byte(s) sent; {}",
+            self.requests, self.bytes, self.end
+        )
+    }
+}
+
+/// Why the request loop ended.
+enum End {
+    /// The client closed cleanly.
+    Closed,
+    /// We close, after sending this frame.
+    Fatal(Frame, String),
+    /// The connection is broken; nothing more can be sent.
+    Broken(String),
+}
+
+/// Serves a native ferry client whose first byte(s) were already read.
+pub(crate) async fn serve(
+    stream: TcpStream,
+    already_read: &[u8],
+    peer: SocketAddr,
+    shared: &Shared,
+    handle: &ConnHandle,
+) -> Summary {
+    let mut conn = Connection::with_buffered(stream, already_read);
+    let mut summary = Summary::default();
+    let end = run(&mut conn, peer, shared, handle, &mut summary).await;
+    summary.end = match end {
+        End::Closed => "closed by client".to_string(),
+        End::Broken(why) => why,
+        End::Fatal(frame, why) => {
+            if let Frame::Error { code, .. } = &frame {
+                if *code != ErrorCode::ShuttingDown as u16 && *code != ErrorCode::Timeout as u16 {
+                    warn!("closing connection: {why}");
+                }
+            }
+            conn.queue(&frame);
+            let _ = conn.flush().await;
+            close_gracefully(conn.into_stream()).await;
+            why
+        }
+    };
+    summary
+}
+
+fn fatal(code: ErrorCode, why: impl Into<String>) -> End {
+    let why = why.into();
+    End::Fatal(Frame::error(code, why.clone()), why)
+}
+
+fn from_conn_error(e: ConnectionError) -> End {
+    match e {
+        ConnectionError::Decode(d) => fatal(ErrorCode::BadFrame, format!("malformed frame: {d}")),
+        ConnectionError::UnexpectedEof(what) => {
+            End::Broken(format!("client closed in the middle of {what}"))
+        }
+        ConnectionError::Io(e) => End::Broken(format!("connection error: {e}")),
+    }
+}
+
+/// Waits for the next frame as an evictable, time-limited wait.
+async fn next_frame(
+    conn: &mut Connection<TcpStream>,
+    shared: &Shared,
+    handle: &ConnHandle,
+) -> Result<Option<Frame>, End> {
+    match handle.wait(shared, conn.read_frame()).await {
+        Ok(Ok(frame)) => Ok(frame),
+        Ok(Err(e)) => Err(from_conn_error(e)),
+        Err(stop) => Err(End::Fatal(stop.frame(), stop.to_string())),
+    }
+}
+
+async fn run(
+    conn: &mut Connection<TcpStream>,
+    peer: SocketAddr,
+    shared: &Shared,
+    handle: &ConnHandle,
+    summary: &mut Summary,
+) -> End {
+    match handle.wait(shared, conn.read_magic()).await {
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) => return End::Closed,
+        Ok(Err(ConnectionError::Decode(_))) => {
+            return fatal(ErrorCode::BadFrame, "bad magic: not a ferry client")
+        }
+        Ok(Err(e)) => return from_conn_error(e),
+        Err(stop) => return End::Fatal(stop.frame(), stop.to_string()),
+    }
+    let hello = match next_frame(conn, shared, handle).await {
+        Ok(Some(f)) => f,
+        Ok(None) => return End::Closed,
+        Err(end) => return end,
+    };
+    let Frame::Hello { version, caps: asked } = hello else {
+        return fatal(
+            ErrorCode::UnexpectedFrame,
+            format!("expected Hello, got {}", hello.name()),
+        );
+    };
+    if version == 0 {
+        return fatal(
+            ErrorCode::UnsupportedVersion,
+            format!("client speaks version {version}; this server speaks 1 to {VERSION}"),
+        );
+    }
+    conn.queue_raw(&MAGIC);
+    conn.queue(&Frame::Welcome {
+        version: version.min(VERSION),
+        caps: asked & caps::NONE,
+    });
+    if let Err(e) = conn.flush().await {
+        return End::Broken(format!("connection error: {e}"));
+    }
+    debug!(version, "hello");
+
+    loop {
+        let frame = match next_frame(conn, shared, handle).await {
+            Ok(Some(f)) => f,
+            Ok(None) => return End::Closed,
+            Err(end) => return end,
+        };
+        summary.requests += 1;
+        let res = match frame {
+            Frame::Get(g) => handle_get(conn, shared, g, summary).await,
+            Frame::Stat { path } => {
+                handle_stat(conn, shared, &path);
+                Ok(())
+            }
+            Frame::List { path } => handle_list(conn, shared, &path).await,
+            Frame::Message { text } => {
+                if shared.config.print_messages {
+                    print_message(peer, &text);
+                }
+                info!(bytes = text.len(), "MSG");
+                conn.queue(&Frame::Ack {
+                    text: shared.config.ack.as_bytes().to_vec(),
+                });
+                Ok(())
+            }
+            other => {
+                return fatal(
+                    ErrorCode::UnexpectedFrame,
+                    format!("{} is not a request", other.name()),
+                )
+            }
+        };
+        if let Err(end) = res {
+            return end;
+        }
+        // Pipelined requests already buffered are answered before flushing,
+        // so a burst of small answers leaves in few segments.
+        if !conn.has_buffered_input() {
+            if let Err(e) = conn.flush().await {
+                return End::Broken(format!("connection error: {e}"));
+            }
+        }
+    }
+}
+
+/// Formats a request path for messages and logs.
+fn shown(path: &[u8]) -> String {
+    escape_controls(&String::from_utf8_lossy(path)).into_owned()
+}
+
+fn path_error_frame(e: &PathError, path: &[u8]) -> Frame {
+    let code = e.code();
+    let msg = match e {
+        PathError::Invalid(why) => format!("invalid path: {why}: {}", shown(path)),
+        PathError::NotFound => format!("no such file: {}", shown(path)),
+        other => format!("{other}: {}", shown(path)),
+    };
+    Frame::error(code, msg)
+}
+
+async fn handle_get(
+    conn: &mut Connection<TcpStream>,
+    shared: &Shared,
+    g: GetRequest,
+    summary: &mut Summary,
+) -> Result<(), End> {
+    let started = Instant::now();
+    let (file, info) = match shared.root.open_file(&g.path) {
+        Ok(x) => x,
+        Err(e) => {
+            info!(path = %shown(&g.path), "GET refused: {e}");
+            conn.queue(&path_error_frame(&e, &g.path));
+            return Ok(());
+        }
+    };
+    let mut offset = g.offset;
+    if let Some(v) = g.if_unchanged {
+        if v.size != info.size || v.mtime_ns != info.mtime_ns {
+            debug!("file changed since the client's partial download; sending it whole");
+            offset = 0;
+        }
+    }
+    if offset > info.size {
+        conn.queue(&Frame::error(
+            ErrorCode::RangeNotSatisfiable,
+            format!(
+                "offset {offset} is beyond the end of {} ({} bytes)",
+                shown(&g.path),
+                info.size
+            ),
+        ));
+        return Ok(());
+    }
+    let available = info.size - offset;
+    let length = g.length.map_or(available, |l| l.min(available));
+    conn.queue(&Frame::FileHeader(FileHeader {
+        offset,
+        length,
+        size: info.size,
+        mtime_ns: info.mtime_ns,
+    }));
+    // The body and the hash proceed side by side: the first body byte never
+    // waits for the hash, which only the trailer needs.
+    let (sent, hash) = tokio::join!(
+        conn.send_file(&file, offset, length),
+        shared.hashes.hash(&file, &info)
+    );
+    if let Err(e) = sent {
+        return Err(End::Broken(format!(
+            "sending {} failed after header: {e}",
+            shown(&g.path)
+        )));
+    }
+    summary.bytes += length;
+    let hash = match hash {
+        Ok(h) => h,
+        Err(e) => {
+            // Without a trailer the client treats the body as interrupted
+            // and retries; the file is changing under us.
+            return Err(End::Broken(format!("hashing {} failed: {e}", shown(&g.path))));
+        }
+    };
+    conn.queue(&Frame::Trailer { hash });
+    info!(
+        path = %shown(&g.path),
+        offset,
+        bytes = length,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "GET"
+    );
+    Ok(())
+}
+
+fn handle_stat(conn: &mut Connection<TcpStream>, shared: &Shared, path: &[u8]) {
+    match shared.root.stat(path) {
+        Ok(info) => {
+            info!(path = %shown(path), "STAT");
+            conn.queue(&Frame::StatReply(stat_reply(shared, &info)));
+        }
+        Err(e) => {
+            info!(path = %shown(path), "STAT refused: {e}");
+            conn.queue(&path_error_frame(&e, path));
+        }
+    }
+}
+
+fn stat_reply(shared: &Shared, info: &FileInfo) -> StatReply {
+    StatReply {
+        kind: info.kind,
+        size: info.size,
+        mtime_ns: info.mtime_ns,
+        hash: shared.hashes.cached(info),
+    }
+}
+
+/// Bytes of queued answer after which a long listing is flushed.
+const LIST_FLUSH_AT: usize = 64 * 1024;
+
+async fn handle_list(
+    conn: &mut Connection<TcpStream>,
+    shared: &Shared,
+    path: &[u8],
+) -> Result<(), End> {
+    let entries = match validate_path(path).and_then(|_| shared.root.list(path)) {
+        Ok(e) => e,
+        Err(e) => {
+            info!(path = %shown(path), "LIST refused: {e}");
+            conn.queue(&path_error_frame(&e, path));
+            return Ok(());
+        }
+    };
+    let count = entries.len() as u64;
+    for entry in entries {
+        conn.queue(&Frame::ListEntry(entry));
+        if conn.queued_len() >= LIST_FLUSH_AT {
+            conn.flush()
+                .await
+                .map_err(|e| End::Broken(format!("connection error: {e}")))?;
+        }
+    }
+    conn.queue(&Frame::ListEnd { count });
+    info!(path = %shown(path), entries = count, "LIST");
+    Ok(())
+}
