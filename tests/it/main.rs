@@ -1,0 +1,6 @@
+//! Integration tests: one test binary (as ripgrep does), real servers on
+//! real loopback sockets bound to port 0.
+
+mod support;
+
+mod cli;
