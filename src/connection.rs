@@ -80,6 +80,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.stream
     }
 
+    /// Removes and returns up to `max` bytes already read from the stream
+    /// but not parsed: the start of a body that arrived with its header.
+    pub fn take_buffered(&mut self, max: u64) -> BytesMut {
+        let n = self
+            .rbuf
+            .len()
+            .min(usize::try_from(max).unwrap_or(usize::MAX));
+        self.rbuf.split_to(n)
+    }
+
     /// Bytes queued for sending and not yet flushed.
     pub fn queued_len(&self) -> usize {
         self.wbuf.len()
@@ -200,13 +210,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         assert!(!buf.is_empty(), "read_body needs a buffer");
         let mut remaining = len;
         if !self.rbuf.is_empty() && remaining > 0 {
-            let n = self.rbuf.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
+            let n = self
+                .rbuf
+                .len()
+                .min(usize::try_from(remaining).unwrap_or(usize::MAX));
             sink(&self.rbuf[..n])?;
             self.rbuf.advance(n);
             remaining -= n as u64;
         }
         while remaining > 0 {
-            let want = buf.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
+            let want = buf
+                .len()
+                .min(usize::try_from(remaining).unwrap_or(usize::MAX));
             let n = self.stream.read(&mut buf[..want]).await?;
             if n == 0 {
                 return Err(ConnectionError::UnexpectedEof("a file body"));
@@ -324,13 +339,25 @@ pub async fn copy_file_to<W: AsyncWrite + Unpin + Send>(
 }
 
 impl SendFile for tokio::io::DuplexStream {
-    async fn send_file(&mut self, prefix: &[u8], file: &File, offset: u64, len: u64) -> io::Result<()> {
+    async fn send_file(
+        &mut self,
+        prefix: &[u8],
+        file: &File,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<()> {
         copy_file_to(self, prefix, file, offset, len).await
     }
 }
 
 impl SendFile for tokio::net::TcpStream {
-    async fn send_file(&mut self, prefix: &[u8], file: &File, offset: u64, len: u64) -> io::Result<()> {
+    async fn send_file(
+        &mut self,
+        prefix: &[u8],
+        file: &File,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<()> {
         crate::zerocopy::send_file(self, prefix, file, offset, len).await
     }
 }
@@ -347,7 +374,10 @@ mod tests {
         let mut rx = Connection::new(b);
         let writer = tokio::spawn(async move {
             tx.queue_raw(&MAGIC);
-            tx.queue(&Frame::Hello { version: 1, caps: 0 });
+            tx.queue(&Frame::Hello {
+                version: 1,
+                caps: 0,
+            });
             tx.queue(&Frame::Trailer { hash: [7; 32] });
             tx.queue_raw(b"0123456789");
             tx.queue(&Frame::ListEnd { count: 3 });
@@ -356,7 +386,10 @@ mod tests {
         assert!(rx.read_magic().await.unwrap());
         assert_eq!(
             rx.read_frame().await.unwrap(),
-            Some(Frame::Hello { version: 1, caps: 0 })
+            Some(Frame::Hello {
+                version: 1,
+                caps: 0
+            })
         );
         assert_eq!(
             rx.read_frame().await.unwrap(),

@@ -89,9 +89,18 @@ struct GetArgs {
     host: String,
     /// Remote files, relative to the served directory. With none, asks for one.
     remote_paths: Vec<String>,
-    /// Directory to save into (created if missing).
+    /// Directory to save into (created if missing); `-` writes the file to
+    /// standard output (still verified: a mismatch exits non-zero).
     #[arg(short, long, value_name = "DIR", default_value = ".")]
     output: PathBuf,
+    /// Download directories recursively, as OUT/<last component of DIR>/...
+    #[arg(short, long)]
+    recursive: bool,
+    /// Parallel connections: a large file is split into ranges, a tree's
+    /// files are spread over them.
+    #[arg(short, long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    jobs: u32,
     /// Talk to a tutorial-style server: send the bare name, save until close.
     #[arg(long)]
     raw: bool,
@@ -265,16 +274,16 @@ async fn prompt_line(
         write!(out, "{prompt}")?;
         out.flush()?;
     }
-    Ok(lines.next_line().await.context("reading standard input")?)
+    lines.next_line().await.context("reading standard input")
 }
 
 fn stdin_lines() -> tokio::io::Lines<BufReader<tokio::io::Stdin>> {
     BufReader::new(tokio::io::stdin()).lines()
 }
 
-async fn get(a: GetArgs) -> Result<ExitCode> {
+async fn get(mut a: GetArgs) -> Result<ExitCode> {
     let addr = HostPort::parse(&a.host, DEFAULT_PORT)?;
-    let mut paths = a.remote_paths;
+    let mut paths = std::mem::take(&mut a.remote_paths);
     if paths.is_empty() {
         let line = prompt_line(&mut stdin_lines(), "file to download: ").await?;
         match line.map(|l| l.trim_end_matches(['\r', '\n']).to_string()) {
@@ -282,18 +291,26 @@ async fn get(a: GetArgs) -> Result<ExitCode> {
             _ => bail!("no file name given"),
         }
     }
-    std::fs::create_dir_all(&a.output)
-        .with_context(|| format!("cannot create {}", a.output.display()))?;
     let progress = if a.quiet {
         Progress::Hidden
     } else {
         Progress::Auto
     };
+    if a.output.as_os_str() == "-" {
+        return get_to_stdout(&a, &addr, &paths, progress).await;
+    }
+    std::fs::create_dir_all(&a.output)
+        .with_context(|| format!("cannot create {}", a.output.display()))?;
+    if a.recursive {
+        return get_trees(&a, &addr, &paths, progress).await;
+    }
     let mut failures = 0usize;
     let mut session: Option<Client> = None;
     for path in &paths {
         let res = if a.raw {
             raw::client::get(&addr, path, &a.output, progress).await
+        } else if a.jobs > 1 {
+            client::download_split(&addr, path, &a.output, a.jobs as usize, progress).await
         } else {
             fetch_native(&mut session, &addr, path, &a.output, progress).await
         };
@@ -323,11 +340,91 @@ async fn get(a: GetArgs) -> Result<ExitCode> {
             }
         }
     }
-    Ok(if failures == 0 {
+    Ok(exit_for(failures))
+}
+
+fn exit_for(failures: usize) -> ExitCode {
+    if failures == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    })
+    }
+}
+
+/// `get -o -`: each file in turn to stdout, verified.
+async fn get_to_stdout(
+    a: &GetArgs,
+    addr: &HostPort,
+    paths: &[String],
+    progress: Progress,
+) -> Result<ExitCode> {
+    if a.recursive || a.raw {
+        bail!("-o - writes one verified file stream; it cannot be combined with -r or --raw");
+    }
+    let mut client = Client::connect(addr).await?;
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    let mut failures = 0;
+    for path in paths {
+        match client::download_to(&mut client, path, &mut out, progress).await {
+            Ok(_) => {}
+            Err(ClientError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
+                return Ok(ExitCode::SUCCESS);
+            }
+            Err(e) => {
+                failures += 1;
+                eprintln!("ferry: {e}");
+                if e.breaks_connection() {
+                    client = Client::connect(addr).await?;
+                }
+            }
+        }
+    }
+    Ok(exit_for(failures))
+}
+
+/// `get -r`: each remote directory as a tree.
+async fn get_trees(
+    a: &GetArgs,
+    addr: &HostPort,
+    paths: &[String],
+    progress: Progress,
+) -> Result<ExitCode> {
+    if a.raw {
+        bail!("the raw protocol has no directories; -r cannot be combined with --raw");
+    }
+    let opts = ferry::tree::TreeOptions {
+        jobs: a.jobs as usize,
+        progress,
+        ..Default::default()
+    };
+    let mut failures = 0;
+    for path in paths {
+        match ferry::tree::download_tree(addr, path, &a.output, opts).await {
+            Ok(r) => {
+                for f in &r.failures {
+                    eprintln!("ferry: {f}");
+                }
+                for s in &r.skipped {
+                    eprintln!("skipped {s} (not a regular file or directory)");
+                }
+                failures += r.failures.len();
+                if !a.quiet {
+                    eprintln!(
+                        "saved {} ({} files, {} bytes, verified)",
+                        escape_controls(&r.root.display().to_string()),
+                        r.files,
+                        r.bytes
+                    );
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                eprintln!("ferry: {e}");
+            }
+        }
+    }
+    Ok(exit_for(failures))
 }
 
 /// Downloads over the session, (re)connecting when there is none or the

@@ -95,3 +95,117 @@ pub async fn send_file(
 ) -> io::Result<()> {
     crate::connection::copy_file_to(stream, prefix, file, offset, len).await
 }
+
+/// Why [`splice_to_file`] stopped.
+#[derive(Debug)]
+pub enum SpliceError {
+    /// The socket failed.
+    Socket(io::Error),
+    /// Writing the file failed (disk full, read-only...).
+    File(io::Error),
+    /// The peer closed before all bytes arrived.
+    Eof,
+}
+
+/// Pipe size asked for: one splice moves up to this much. The kernel may
+/// grant less (`/proc/sys/fs/pipe-max-size`).
+#[cfg(target_os = "linux")]
+const PIPE_SIZE: usize = 1024 * 1024;
+
+/// Receives exactly `len` bytes from `stream` into `file` at `offset` with
+/// `splice(2)` (socket → pipe → file), so the bytes never enter user space.
+/// `progress` is called with the file offset reached after each piece.
+///
+/// Where the file system cannot take spliced writes, the bytes in flight are
+/// copied out of the pipe and the rest is received with plain reads.
+///
+/// # Errors
+///
+/// [`SpliceError`], telling socket from file failures.
+#[cfg(target_os = "linux")]
+pub async fn splice_to_file(
+    stream: &TcpStream,
+    file: &File,
+    offset: u64,
+    len: u64,
+    mut progress: impl FnMut(u64),
+) -> Result<(), SpliceError> {
+    use rustix::pipe::{
+        fcntl_getpipe_size, fcntl_setpipe_size, pipe_with, splice, PipeFlags, SpliceFlags,
+    };
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::FileExt;
+    use tokio::io::Interest;
+
+    let (pr, pw) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)
+        .map_err(|e| SpliceError::File(e.into()))?;
+    let _ = fcntl_setpipe_size(&pw, PIPE_SIZE);
+    let cap = fcntl_getpipe_size(&pw).unwrap_or(64 * 1024).max(4096);
+    let mut pos = offset;
+    let end = offset + len;
+    let mut copy_buf: Vec<u8> = Vec::new();
+    while pos < end {
+        let want = usize::try_from(end - pos).unwrap_or(usize::MAX).min(cap);
+        if !copy_buf.is_empty() {
+            // Fallback: plain reads.
+            let n = loop {
+                stream.readable().await.map_err(SpliceError::Socket)?;
+                let want = want.min(copy_buf.len());
+                match stream.try_read(&mut copy_buf[..want]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(SpliceError::Socket(e)),
+                }
+            };
+            if n == 0 {
+                return Err(SpliceError::Eof);
+            }
+            file.write_all_at(&copy_buf[..n], pos)
+                .map_err(SpliceError::File)?;
+            pos += n as u64;
+            progress(pos);
+            continue;
+        }
+        stream.readable().await.map_err(SpliceError::Socket)?;
+        let moved = stream.try_io(Interest::READABLE, || {
+            splice(
+                stream.as_fd(),
+                None,
+                &pw,
+                None,
+                want,
+                SpliceFlags::MOVE | SpliceFlags::NONBLOCK,
+            )
+            .map_err(io::Error::from)
+        });
+        let n = match moved {
+            Ok(0) => return Err(SpliceError::Eof),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(SpliceError::Socket(e)),
+        };
+        let mut left = n;
+        while left > 0 {
+            match splice(&pr, None, file, Some(&mut pos), left, SpliceFlags::MOVE) {
+                Ok(0) => return Err(SpliceError::File(io::Error::other("splice wrote nothing"))),
+                Ok(m) => left -= m,
+                Err(rustix::io::Errno::INVAL) if copy_buf.is_empty() => {
+                    // This file system takes no spliced writes: empty the
+                    // pipe by hand and switch to plain reads.
+                    copy_buf = vec![0u8; cap];
+                    while left > 0 {
+                        let r = rustix::io::read(&pr, &mut copy_buf[..left.min(cap)])
+                            .map_err(|e| SpliceError::File(e.into()))?;
+                        file.write_all_at(&copy_buf[..r], pos)
+                            .map_err(SpliceError::File)?;
+                        pos += r as u64;
+                        left -= r;
+                    }
+                }
+                Err(e) => return Err(SpliceError::File(e.into())),
+            }
+        }
+        progress(pos);
+    }
+    Ok(())
+}

@@ -1,15 +1,19 @@
 //! Downloading one file: resume from a `.part`, receive, verify, rename.
 
+use std::fs::File;
 use std::io::{self, IsTerminal, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::{Client, ClientError, PartFile};
+use super::{Client, ClientError, GrowingHash, PartFile};
 use crate::connection::ConnectionError;
 use crate::display::escape_controls;
-use crate::protocol::{validate_name, ErrorCode, Frame, GetRequest, Validator};
+use crate::protocol::{
+    validate_name, ErrorCode, FileHeader, Frame, GetRequest, Validator, HASH_LEN,
+};
 
 /// Receive buffer size. Large reads matter: kernel→user copies cost several
 /// times more per byte in small blocks than in large ones.
@@ -71,6 +75,60 @@ pub fn local_name(remote: &str) -> Result<&str, ClientError> {
     })
 }
 
+/// One file to fetch: its remote path, its part file, and where an earlier
+/// attempt stopped.
+#[derive(Debug, Clone)]
+pub struct FileJob {
+    /// Path on the server.
+    pub remote: String,
+    /// The local part file (and target).
+    pub part: PartFile,
+    resume: Option<(u64, Validator)>,
+}
+
+impl FileJob {
+    /// A job saving `remote` to `target`, resuming an earlier part if any.
+    pub fn new(remote: String, target: PathBuf) -> Self {
+        let part = PartFile::new(target);
+        let resume = part.resume_point();
+        FileJob {
+            remote,
+            part,
+            resume,
+        }
+    }
+
+    /// The same job, started over: the part is discarded.
+    pub fn fresh(mut self) -> Self {
+        self.part.discard();
+        self.resume = None;
+        self
+    }
+
+    /// Whether a failure of this job with `e` is worth one fresh retry: a
+    /// resumed prefix that no longer matches (the file was rewritten keeping
+    /// size and mtime), or a stale part longer than the file.
+    pub fn retry_fresh(&self, e: &ClientError) -> bool {
+        self.resume.is_some_and(|(len, _)| len > 0)
+            && (matches!(e, ClientError::HashMismatch(_))
+                || e.remote_code() == Some(ErrorCode::RangeNotSatisfiable))
+    }
+
+    /// The GET request for this job.
+    pub fn request(&self) -> GetRequest {
+        let (offset, if_unchanged) = match self.resume {
+            Some((len, v)) => (len, Some(v)),
+            None => (0, None),
+        };
+        GetRequest {
+            path: self.remote.as_bytes().to_vec(),
+            offset,
+            length: None,
+            if_unchanged,
+        }
+    }
+}
+
 /// Downloads `remote` into `out_dir` under its base name.
 ///
 /// Resumes from an earlier `.part` when the server's file is unchanged,
@@ -90,122 +148,91 @@ pub async fn download(
     progress: Progress,
 ) -> Result<Downloaded, ClientError> {
     let name = local_name(remote)?;
-    let part = PartFile::new(out_dir.join(name));
-    let resume = part.resume_point();
-    match fetch(client, remote, &part, resume, progress).await {
-        // A resumed prefix that no longer matches (the file was rewritten
-        // with the same size and mtime), or a stale part longer than the
-        // file: start over once, from scratch.
-        Err(ClientError::HashMismatch(_)) if resume.is_some_and(|(len, _)| len > 0) => {
-            part.discard();
-            fetch(client, remote, &part, None, progress).await
-        }
-        Err(e)
-            if resume.is_some()
-                && e.remote_code() == Some(ErrorCode::RangeNotSatisfiable) =>
-        {
-            part.discard();
-            fetch(client, remote, &part, None, progress).await
-        }
+    let job = FileJob::new(remote.to_string(), out_dir.join(name));
+    match fetch(client, &job, progress).await {
+        Err(e) if job.retry_fresh(&e) => fetch(client, &job.fresh(), progress).await,
         other => other,
     }
 }
 
 async fn fetch(
     client: &mut Client,
-    remote: &str,
-    part: &PartFile,
-    resume: Option<(u64, Validator)>,
+    job: &FileJob,
     progress: Progress,
 ) -> Result<Downloaded, ClientError> {
-    let (offset, if_unchanged) = match resume {
-        Some((len, v)) => (len, Some(v)),
-        None => (0, None),
-    };
-    client.queue_get(GetRequest {
-        path: remote.as_bytes().to_vec(),
-        offset,
-        length: None,
-        if_unchanged,
-    })?;
+    client.queue_get(job.request())?;
     client.flush().await?;
-    let header = match client.read_reply().await? {
-        Frame::FileHeader(h) => h,
-        other => {
-            return Err(ClientError::Protocol(format!(
-                "expected FileHeader, got {}",
-                other.name()
-            )))
-        }
-    };
-    if (header.offset != 0 && header.offset != offset) || header.offset + header.length != header.size
-    {
+    receive(client, job, Some(progress), None).await
+}
+
+/// Reads the answer to `job`'s GET (already sent) into its part file,
+/// verifies it and renames it into place. Progress goes to a bar of its own
+/// (`progress`) or to a shared one (`shared_bar`).
+///
+/// # Errors
+///
+/// As [`download`].
+pub async fn receive(
+    client: &mut Client,
+    job: &FileJob,
+    progress: Option<Progress>,
+    shared_bar: Option<&ProgressBar>,
+) -> Result<Downloaded, ClientError> {
+    let header = read_header(client).await?;
+    let offset = job.request().offset;
+    if header.offset != 0 && header.offset != offset {
         return Err(ClientError::Protocol(format!(
-            "server sent range {}+{} of {} bytes; asked for {offset}..end",
-            header.offset, header.length, header.size
+            "server resumed at {} but was asked for {offset}",
+            header.offset
         )));
     }
+    let part = &job.part;
     let local = |source| ClientError::Local {
         path: part.part_path().to_path_buf(),
         source,
     };
-    let mut hasher = blake3::Hasher::new();
-    let mut file = if header.offset == 0 {
+    let file = if header.offset == 0 {
         part.create(Validator {
             size: header.size,
             mtime_ns: header.mtime_ns,
         })
         .map_err(local)?
     } else {
-        part.reopen(&mut hasher).map_err(local)?
+        part.reopen().map_err(local)?
     };
-
-    let bar = progress.bar(remote, header.size);
-    bar.set_position(header.offset);
-    let mut buf = vec![0u8; RECV_BUF.min(usize::try_from(header.length).unwrap_or(RECV_BUF)).max(1)];
-    let mut write_error = None;
-    let received = client
-        .read_body(header.length, &mut buf, |chunk| {
-            if let Err(e) = file.write_all(chunk) {
-                let kind = e.kind();
-                write_error = Some(e);
-                return Err(io::Error::new(kind, "local write failed"));
-            }
-            hasher.update(chunk);
-            bar.inc(chunk.len() as u64);
-            Ok(())
-        })
-        .await;
-    bar.finish_and_clear();
-    if let Some(e) = write_error {
-        return Err(local(e));
-    }
-    received.map_err(|e| match e {
-        ConnectionError::UnexpectedEof(_) => ClientError::Connection(ConnectionError::Io(
-            io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!(
-                    "server closed during {}; run again to resume",
-                    escape_controls(remote)
-                ),
-            ),
-        )),
-        other => other.into(),
-    })?;
-    drop(file);
-
-    let expected = match client.read_reply().await? {
-        Frame::Trailer { hash } => hash,
-        other => {
-            return Err(ClientError::Protocol(format!(
-                "expected Trailer, got {}",
-                other.name()
-            )))
+    let own_bar;
+    let bar = match shared_bar {
+        Some(b) => b,
+        None => {
+            own_bar = progress
+                .unwrap_or(Progress::Hidden)
+                .bar(&job.remote, header.size);
+            own_bar.set_position(header.offset);
+            &own_bar
         }
     };
-    if hasher.finalize().as_bytes() != &expected {
+    // The hash runs on its own thread beside the receive; for a resumed
+    // download it starts with the prefix already on disk.
+    let hash =
+        GrowingHash::start(file.try_clone().map_err(local)?, header.offset).map_err(local)?;
+    let received = receive_into_file(client, &job.remote, &header, &file, &hash, bar).await;
+    if shared_bar.is_none() {
+        bar.finish_and_clear();
+    }
+    drop(file);
+    let actual = hash.finish(header.size).await;
+    match received {
+        Ok(()) => {}
+        Err(ClientError::Output(source)) => return Err(local(source)),
+        Err(e) => return Err(e),
+    }
+    let actual = actual.map_err(local)?;
+    let expected = read_trailer(client).await?;
+    if actual != expected {
         part.discard();
-        return Err(ClientError::HashMismatch(escape_controls(remote).into_owned()));
+        return Err(ClientError::HashMismatch(
+            escape_controls(&job.remote).into_owned(),
+        ));
     }
     part.commit().map_err(|source| ClientError::Local {
         path: part.target().to_path_buf(),
@@ -216,4 +243,184 @@ async fn fetch(
         size: header.size,
         resumed_from: header.offset,
     })
+}
+
+/// Receives the body announced by `header` into `file` at its offset,
+/// telling `hash` and `bar` how far it got. On Linux the bytes go from the
+/// socket to the file with `splice(2)`, never through user space.
+async fn receive_into_file(
+    client: &mut Client,
+    remote: &str,
+    header: &FileHeader,
+    file: &File,
+    hash: &GrowingHash,
+    bar: &ProgressBar,
+) -> Result<(), ClientError> {
+    let conn = client.connection();
+    let mut pos = header.offset;
+    let end = header.offset + header.length;
+    // Whatever arrived together with the header is already in user space.
+    let head = conn.take_buffered(header.length);
+    if !head.is_empty() {
+        file.write_all_at(&head, pos).map_err(ClientError::Output)?;
+        pos += head.len() as u64;
+        hash.advance(pos);
+        bar.set_position(pos);
+    }
+    if pos == end {
+        return Ok(());
+    }
+    let progress = |p| {
+        hash.advance(p);
+        bar.set_position(p);
+    };
+    #[cfg(target_os = "linux")]
+    {
+        use crate::zerocopy::{splice_to_file, SpliceError};
+        splice_to_file(conn.stream(), file, pos, end - pos, progress)
+            .await
+            .map_err(|e| match e {
+                SpliceError::File(e) => ClientError::Output(e),
+                SpliceError::Socket(e) => ClientError::Connection(ConnectionError::Io(e)),
+                SpliceError::Eof => interrupted(remote),
+            })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let mut buf = vec![0u8; RECV_BUF];
+        let mut write_error = None;
+        let res = conn
+            .read_body(end - pos, &mut buf, |chunk| {
+                if let Err(e) = file.write_all_at(chunk, pos) {
+                    let kind = e.kind();
+                    write_error = Some(e);
+                    return Err(io::Error::new(kind, "local write failed"));
+                }
+                pos += chunk.len() as u64;
+                progress(pos);
+                Ok(())
+            })
+            .await;
+        if let Some(e) = write_error {
+            return Err(ClientError::Output(e));
+        }
+        res.map_err(|e| match e {
+            ConnectionError::UnexpectedEof(_) => interrupted(remote),
+            other => other.into(),
+        })
+    }
+}
+
+fn interrupted(remote: &str) -> ClientError {
+    ClientError::Connection(ConnectionError::Io(io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!(
+            "server closed during {}; run again to resume",
+            escape_controls(remote)
+        ),
+    )))
+}
+
+async fn read_trailer(client: &mut Client) -> Result<[u8; HASH_LEN], ClientError> {
+    match client.read_reply().await? {
+        Frame::Trailer { hash } => Ok(hash),
+        other => Err(ClientError::Protocol(format!(
+            "expected Trailer, got {}",
+            other.name()
+        ))),
+    }
+}
+
+/// Downloads `remote` whole into `out` (e.g. stdout), verifying it. The
+/// bytes are written as they arrive; a mismatch is reported afterwards.
+///
+/// # Errors
+///
+/// As [`download`]; `HashMismatch` after the bytes were written.
+pub async fn download_to<W: Write>(
+    client: &mut Client,
+    remote: &str,
+    out: &mut W,
+    progress: Progress,
+) -> Result<u64, ClientError> {
+    client.queue_get(GetRequest {
+        path: remote.as_bytes().to_vec(),
+        offset: 0,
+        length: None,
+        if_unchanged: None,
+    })?;
+    client.flush().await?;
+    let header = read_header(client).await?;
+    if header.offset != 0 {
+        return Err(ClientError::Protocol("server answered with a range".into()));
+    }
+    let bar = progress.bar(remote, header.size);
+    let res = receive_verified(client, remote, &header, out, blake3::Hasher::new(), &bar).await;
+    bar.finish_and_clear();
+    res.map(|()| header.size)
+}
+
+async fn read_header(client: &mut Client) -> Result<FileHeader, ClientError> {
+    let header = match client.read_reply().await? {
+        Frame::FileHeader(h) => h,
+        other => {
+            return Err(ClientError::Protocol(format!(
+                "expected FileHeader, got {}",
+                other.name()
+            )))
+        }
+    };
+    if header.offset + header.length != header.size {
+        return Err(ClientError::Protocol(format!(
+            "server sent range {}+{} of {} bytes; asked for everything to the end",
+            header.offset, header.length, header.size
+        )));
+    }
+    Ok(header)
+}
+
+/// Receives the body announced by `header` into `out`, hashing it after
+/// whatever `hasher` already holds, then checks the trailer's hash.
+async fn receive_verified<W: Write>(
+    client: &mut Client,
+    remote: &str,
+    header: &FileHeader,
+    out: &mut W,
+    mut hasher: blake3::Hasher,
+    bar: &ProgressBar,
+) -> Result<(), ClientError> {
+    let mut buf = vec![
+        0u8;
+        RECV_BUF
+            .min(usize::try_from(header.length).unwrap_or(RECV_BUF))
+            .max(1)
+    ];
+    let mut write_error = None;
+    let received = client
+        .read_body(header.length, &mut buf, |chunk| {
+            if let Err(e) = out.write_all(chunk) {
+                let kind = e.kind();
+                write_error = Some(e);
+                return Err(io::Error::new(kind, "local write failed"));
+            }
+            hasher.update(chunk);
+            bar.inc(chunk.len() as u64);
+            Ok(())
+        })
+        .await;
+    if let Some(e) = write_error {
+        return Err(ClientError::Output(e));
+    }
+    received.map_err(|e| match e {
+        ConnectionError::UnexpectedEof(_) => interrupted(remote),
+        other => other.into(),
+    })?;
+    out.flush().map_err(ClientError::Output)?;
+    let expected = read_trailer(client).await?;
+    if hasher.finalize().as_bytes() != &expected {
+        return Err(ClientError::HashMismatch(
+            escape_controls(remote).into_owned(),
+        ));
+    }
+    Ok(())
 }

@@ -4,6 +4,8 @@
 
 mod download;
 mod part;
+mod ranges;
+mod verify;
 
 use std::io;
 use std::net::{Ipv6Addr, SocketAddr};
@@ -12,13 +14,15 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-pub use download::{download, local_name, Downloaded, Progress};
+pub use download::{download, download_to, local_name, receive, Downloaded, FileJob, Progress};
 pub use part::PartFile;
+pub use ranges::{download_split, split_ranges, MIN_SPLIT};
+pub use verify::GrowingHash;
 
 use crate::connection::{Connection, ConnectionError};
 use crate::protocol::{
-    caps, DecodeError, ErrorCode, Frame, GetRequest, ListEntry, StatReply, MAGIC,
-    MAX_MESSAGE_LEN, VERSION,
+    caps, DecodeError, ErrorCode, Frame, GetRequest, ListEntry, StatReply, MAGIC, MAX_MESSAGE_LEN,
+    VERSION,
 };
 
 /// How long a TCP connect may take.
@@ -83,6 +87,9 @@ pub enum ClientError {
         /// The IO error.
         source: io::Error,
     },
+    /// Writing the downloaded bytes failed (disk full, closed pipe...).
+    #[error("cannot write the download: {0}")]
+    Output(#[source] io::Error),
     /// A remote path or name cannot be used.
     #[error("invalid path {path:?}: {why}")]
     InvalidPath {
@@ -150,7 +157,10 @@ impl HostPort {
                 .map_err(|_| bad("not an IPv6 address inside [ ]"))?;
             let port = match after {
                 "" => default_port,
-                p => port_of(p.strip_prefix(':').ok_or_else(|| bad("expected ':PORT' after ']'"))?)?,
+                p => port_of(
+                    p.strip_prefix(':')
+                        .ok_or_else(|| bad("expected ':PORT' after ']'"))?,
+                )?,
             };
             return Ok(HostPort {
                 host: host.to_string(),
@@ -285,6 +295,11 @@ impl Client {
         }
     }
 
+    /// The framed connection, for receiving a body without copies.
+    pub(crate) fn connection(&mut self) -> &mut Connection<TcpStream> {
+        &mut self.conn
+    }
+
     /// The server's address.
     pub fn peer(&self) -> SocketAddr {
         self.peer
@@ -305,12 +320,27 @@ impl Client {
     }
 
     /// Queues a GET without sending it (to pipeline several).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidPath` if the path exceeds the protocol's limit.
     pub fn queue_get(&mut self, req: GetRequest) -> Result<(), ClientError> {
-        let frame = Frame::Get(req);
-        frame.check_limits().map_err(|why| ClientError::InvalidPath {
-            path: String::new(),
-            why,
-        })?;
+        self.queue_frame(Frame::Get(req))
+    }
+
+    fn queue_frame(&mut self, frame: Frame) -> Result<(), ClientError> {
+        frame
+            .check_limits()
+            .map_err(|why| ClientError::InvalidPath {
+                path: match &frame {
+                    Frame::Get(g) => crate::display::escape_bytes(&g.path),
+                    Frame::Stat { path } | Frame::List { path } => {
+                        crate::display::escape_bytes(path)
+                    }
+                    _ => String::new(),
+                },
+                why,
+            })?;
         self.conn.queue(&frame);
         Ok(())
     }
@@ -330,7 +360,12 @@ impl Client {
     /// # Errors
     ///
     /// As [`Connection::read_body`].
-    pub async fn read_body<F>(&mut self, len: u64, buf: &mut [u8], sink: F) -> Result<(), ConnectionError>
+    pub async fn read_body<F>(
+        &mut self,
+        len: u64,
+        buf: &mut [u8],
+        sink: F,
+    ) -> Result<(), ConnectionError>
     where
         F: FnMut(&[u8]) -> io::Result<()>,
     {
@@ -359,10 +394,28 @@ impl Client {
     ///
     /// `Remote` if the server refuses.
     pub async fn list(&mut self, path: &str) -> Result<Vec<ListEntry>, ClientError> {
-        self.send_request(Frame::List {
+        self.queue_list(path)?;
+        self.flush().await?;
+        self.read_list().await
+    }
+
+    /// Queues a LIST without sending it (to pipeline several).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidPath` if the path exceeds the protocol's limit.
+    pub fn queue_list(&mut self, path: &str) -> Result<(), ClientError> {
+        self.queue_frame(Frame::List {
             path: path.as_bytes().to_vec(),
         })
-        .await?;
+    }
+
+    /// Reads the answer to a LIST.
+    ///
+    /// # Errors
+    ///
+    /// `Remote` if the server refused it, `Protocol` for a malformed answer.
+    pub async fn read_list(&mut self) -> Result<Vec<ListEntry>, ClientError> {
         let mut out = Vec::new();
         loop {
             match self.read_reply().await? {
@@ -403,12 +456,8 @@ impl Client {
     }
 
     async fn send_request(&mut self, frame: Frame) -> Result<(), ClientError> {
-        frame.check_limits().map_err(|why| ClientError::InvalidPath {
-            path: String::new(),
-            why,
-        })?;
-        self.conn.send(&frame).await.map_err(ConnectionError::from)?;
-        Ok(())
+        self.queue_frame(frame)?;
+        self.flush().await
     }
 }
 
@@ -423,13 +472,52 @@ mod tests {
     #[test]
     fn host_port_forms() {
         let p = |s| HostPort::parse(s, 8000);
-        assert_eq!(p("localhost").unwrap(), HostPort { host: "localhost".into(), port: 8000 });
-        assert_eq!(p("127.0.0.1:9").unwrap(), HostPort { host: "127.0.0.1".into(), port: 9 });
-        assert_eq!(p("[::1]:80").unwrap(), HostPort { host: "::1".into(), port: 80 });
-        assert_eq!(p("[::1]").unwrap(), HostPort { host: "::1".into(), port: 8000 });
-        assert_eq!(p("::1").unwrap(), HostPort { host: "::1".into(), port: 8000 });
+        assert_eq!(
+            p("localhost").unwrap(),
+            HostPort {
+                host: "localhost".into(),
+                port: 8000
+            }
+        );
+        assert_eq!(
+            p("127.0.0.1:9").unwrap(),
+            HostPort {
+                host: "127.0.0.1".into(),
+                port: 9
+            }
+        );
+        assert_eq!(
+            p("[::1]:80").unwrap(),
+            HostPort {
+                host: "::1".into(),
+                port: 80
+            }
+        );
+        assert_eq!(
+            p("[::1]").unwrap(),
+            HostPort {
+                host: "::1".into(),
+                port: 8000
+            }
+        );
+        assert_eq!(
+            p("::1").unwrap(),
+            HostPort {
+                host: "::1".into(),
+                port: 8000
+            }
+        );
         assert_eq!(p("[::1]:80").unwrap().to_string(), "[::1]:80");
-        for bad in ["", ":80", "host:99999", "host:x", "[::1", "[nope]:1", "[::1]x", "a:b:c"] {
+        for bad in [
+            "",
+            ":80",
+            "host:99999",
+            "host:x",
+            "[::1",
+            "[nope]:1",
+            "[::1]x",
+            "a:b:c",
+        ] {
             assert!(p(bad).is_err(), "accepted {bad:?}");
         }
     }

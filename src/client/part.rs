@@ -6,7 +6,7 @@
 //! `.part` onto it, so a file under its final name is always whole.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -65,7 +65,10 @@ impl PartFile {
                 _ => {}
             }
         }
-        let len = fs::symlink_metadata(&self.part).ok().filter(|m| m.is_file())?.len();
+        let len = fs::symlink_metadata(&self.part)
+            .ok()
+            .filter(|m| m.is_file())?
+            .len();
         Some((
             len,
             Validator {
@@ -106,27 +109,18 @@ impl PartFile {
             .open(&self.part)
     }
 
-    /// Opens the part file to append to it, feeding its current content to
-    /// `hasher` first so the final hash covers the whole file.
+    /// Opens the existing part file to continue writing it (at explicit
+    /// offsets).
     ///
     /// # Errors
     ///
     /// The file system's error.
-    pub fn reopen(&self, hasher: &mut blake3::Hasher) -> io::Result<File> {
-        let mut file = OpenOptions::new()
+    pub fn reopen(&self) -> io::Result<File> {
+        OpenOptions::new()
             .read(true)
-            .append(true)
+            .write(true)
             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(&self.part)?;
-        let mut buf = vec![0u8; 1024 * 1024];
-        loop {
-            let n = file.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
-        Ok(file)
+            .open(&self.part)
     }
 
     /// Moves the complete, verified part onto the target name.
@@ -151,19 +145,21 @@ impl PartFile {
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::os::unix::fs::FileExt;
 
     #[test]
     fn resume_point_needs_both_files() {
         let dir = tempfile::tempdir().unwrap();
         let p = PartFile::new(dir.path().join("f.bin"));
         assert_eq!(p.resume_point(), None);
-        let v = Validator { size: 10, mtime_ns: -5 };
+        let v = Validator {
+            size: 10,
+            mtime_ns: -5,
+        };
         let mut f = p.create(v).unwrap();
         f.write_all(b"abc").unwrap();
         assert_eq!(p.resume_point(), Some((3, v)));
-        let mut h = blake3::Hasher::new();
-        p.reopen(&mut h).unwrap().write_all(b"de").unwrap();
-        assert_eq!(h.finalize(), blake3::hash(b"abc"));
+        p.reopen().unwrap().write_all_at(b"de", 3).unwrap();
         assert_eq!(p.resume_point(), Some((5, v)));
         p.commit().unwrap();
         assert_eq!(fs::read(dir.path().join("f.bin")).unwrap(), b"abcde");

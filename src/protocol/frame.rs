@@ -2,7 +2,7 @@
 
 use super::{
     ErrorCode, HASH_LEN, MAGIC, MAX_ERROR_MESSAGE_LEN, MAX_FRAME_LEN, MAX_MESSAGE_LEN,
-    MAX_PATH_LEN, MAX_NAME_LEN,
+    MAX_NAME_LEN, MAX_PATH_LEN,
 };
 
 /// Why bytes could not be decoded into a frame.
@@ -380,6 +380,7 @@ impl Frame {
             Frame::Message { text } | Frame::Ack { text } => text.len() <= MAX_MESSAGE_LEN,
             Frame::ListEntry(e) => e.name.len() <= MAX_NAME_LEN,
             Frame::Error { message, .. } => message.len() <= MAX_ERROR_MESSAGE_LEN,
+            Frame::FileHeader(h) => h.offset.checked_add(h.length).is_some_and(|e| e <= h.size),
             _ => true,
         };
         if ok {
@@ -389,6 +390,7 @@ impl Frame {
                 Frame::Message { .. } | Frame::Ack { .. } => "message too long",
                 Frame::ListEntry(_) => "name too long",
                 Frame::Error { .. } => "error message too long",
+                Frame::FileHeader(_) => "range beyond file size",
                 _ => "path too long",
             })
         }
@@ -571,7 +573,10 @@ fn decode_body(ty: u8, payload: &[u8]) -> Result<Frame, DecodeError> {
             };
             // A header that promises bytes past the end of the file is a lie
             // the client must not act on.
-            if h.offset.checked_add(h.length).is_none_or(|end| end > h.size) {
+            if h.offset
+                .checked_add(h.length)
+                .is_none_or(|end| end > h.size)
+            {
                 return Err(r.invalid("range beyond file size"));
             }
             Frame::FileHeader(h)

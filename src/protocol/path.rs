@@ -57,7 +57,16 @@ mod tests {
 
     #[test]
     fn accepts_plain_relative_paths() {
-        for ok in ["", "a", "a/b.txt", "dir with space/文件.txt", ".hidden", "a..b", "...x", "%2e%2e"] {
+        for ok in [
+            "",
+            "a",
+            "a/b.txt",
+            "dir with space/文件.txt",
+            ".hidden",
+            "a..b",
+            "...x",
+            "%2e%2e",
+        ] {
             assert_eq!(validate_path(ok.as_bytes()).unwrap(), ok);
         }
     }

@@ -331,6 +331,22 @@ fn every_strict_prefix_of_a_frame_is_incomplete() {
 }
 
 #[test]
+fn golden_stream_split_at_every_point_gives_the_same_frames() {
+    let frames: Vec<Frame> = golden_vectors().into_iter().map(|(_, f, _)| f).collect();
+    let stream: Vec<u8> = golden_vectors()
+        .iter()
+        .flat_map(|(_, _, h)| hex(h))
+        .collect();
+    for split in 0..=stream.len() {
+        let mut dec = IncrementalDecoder::default();
+        dec.feed(&stream[..split]).expect("first chunk");
+        dec.feed(&stream[split..]).expect("second chunk");
+        assert!(dec.buf.is_empty(), "split at {split}");
+        assert_eq!(dec.frames, frames, "split at {split}");
+    }
+}
+
+#[test]
 fn oversized_len_is_rejected_before_the_body_arrives() {
     // Only the 4 length bytes: the decoder must not wait for 64 KiB + 1.
     let len = u32::try_from(MAX_FRAME_LEN + 1).expect("fits");

@@ -115,7 +115,11 @@ async fn serve_messages(
         info!(bytes = len, "raw message");
         // The tutorial's clients may not read the answer and may already be
         // gone; a failed write just ends the connection.
-        if stream.write_all(shared.config.ack.as_bytes()).await.is_err() {
+        if stream
+            .write_all(shared.config.ack.as_bytes())
+            .await
+            .is_err()
+        {
             break;
         }
         len = match handle.wait(shared, stream.read(&mut buf)).await {

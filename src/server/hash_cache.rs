@@ -9,7 +9,6 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::OnceCell;
@@ -50,9 +49,6 @@ pub struct HashCache {
 /// costs more than hashing them.
 const INLINE_HASH_MAX: u64 = 64 * 1024;
 
-/// Read size while hashing.
-const HASH_CHUNK: usize = 1024 * 1024;
-
 impl HashCache {
     /// A cache remembering up to `capacity` file versions.
     pub fn new(capacity: usize) -> Self {
@@ -75,7 +71,9 @@ impl HashCache {
     /// The hash of this file version if it is already known.
     pub fn cached(&self, info: &FileInfo) -> Option<[u8; HASH_LEN]> {
         let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        slots.get(&HashKey::from(info)).and_then(|s| s.get().copied())
+        slots
+            .get(&HashKey::from(info))
+            .and_then(|s| s.get().copied())
     }
 
     /// The hash of `file`, whose metadata is `info`, computing it if needed.
@@ -92,10 +90,10 @@ impl HashCache {
         let res = slot
             .get_or_try_init(|| async {
                 if size <= INLINE_HASH_MAX {
-                    hash_file(file, size)
+                    crate::hashing::hash_file(file, size)
                 } else {
                     let file = file.try_clone()?;
-                    tokio::task::spawn_blocking(move || hash_file(&file, size))
+                    tokio::task::spawn_blocking(move || crate::hashing::hash_file(&file, size))
                         .await
                         .map_err(io::Error::other)?
                 }
@@ -118,26 +116,6 @@ impl HashCache {
         }
         res
     }
-}
-
-/// Hashes the first `size` bytes of `file` with positional reads.
-fn hash_file(file: &File, size: u64) -> io::Result<[u8; HASH_LEN]> {
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; HASH_CHUNK.min(usize::try_from(size).unwrap_or(HASH_CHUNK)).max(1)];
-    let mut pos = 0u64;
-    while pos < size {
-        let want = buf.len().min(usize::try_from(size - pos).unwrap_or(usize::MAX));
-        let n = file.read_at(&mut buf[..want], pos)?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "file shrank while being hashed",
-            ));
-        }
-        hasher.update(&buf[..n]);
-        pos += n as u64;
-    }
-    Ok(*hasher.finalize().as_bytes())
 }
 
 #[cfg(test)]

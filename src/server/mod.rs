@@ -130,20 +130,18 @@ pub enum ServerError {
 pub fn bind(addr: Option<IpAddr>, port: u16) -> Result<TcpListener, ServerError> {
     match addr {
         Some(ip) => bind_one(SocketAddr::new(ip, port), false),
-        None => bind_one(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port), true).or_else(
-            |e| {
-                debug!("dual-stack bind failed ({e}); falling back to IPv4");
-                bind_one(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port), false)
-            },
-        ),
+        None => bind_one(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port), true).or_else(|e| {
+            debug!("dual-stack bind failed ({e}); falling back to IPv4");
+            bind_one(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port), false)
+        }),
     }
 }
 
 fn bind_one(addr: SocketAddr, dual_stack: bool) -> Result<TcpListener, ServerError> {
     use socket2::{Domain, Protocol, Socket, Type};
     let err = |source| ServerError::Bind { addr, source };
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-        .map_err(err)?;
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
     if addr.is_ipv6() {
         socket.set_only_v6(!dual_stack).map_err(err)?;
     }
@@ -211,11 +209,7 @@ pub async fn run(
             }
         };
         let _ = stream.set_nodelay(true);
-        let permit = match permits.clone().try_acquire_owned() {
-            Ok(p) => Some(p),
-            Err(_) => None,
-        };
-        let Some(permit) = permit else {
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
             // At the limit: make room by evicting the longest-waiting
             // connection, or answer busy. Bounded so a flood costs little.
             let Ok(reject_permit) = rejects.clone().try_acquire_owned() else {
@@ -262,23 +256,28 @@ pub async fn run(
         info!("shutting down: waiting up to {grace:?} for {in_flight} connection(s)");
     }
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-        warn!("grace period over; dropping {} connection(s)", tracker.len());
+        warn!(
+            "grace period over; dropping {} connection(s)",
+            tracker.len()
+        );
     }
     Ok(())
 }
 
 /// Serves one accepted connection: sniffs its first byte and hands it to the
 /// native or the raw protocol.
-async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared, handle: &ConnHandle) {
+async fn serve_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+    handle: &ConnHandle,
+) {
     let span = info_span!("conn", %peer);
     async move {
         info!("connected");
         let started = std::time::Instant::now();
         let mut first = [0u8; 1];
-        let n = match handle
-            .wait(shared, stream.read(&mut first))
-            .await
-        {
+        let n = match handle.wait(shared, stream.read(&mut first)).await {
             Ok(Ok(n)) => n,
             Ok(Err(e)) => {
                 debug!("read failed: {e}");

@@ -18,13 +18,14 @@ use super::root::{validate_path, FileInfo, PathError};
 use super::{close_gracefully, print_message, Shared};
 use crate::connection::{Connection, ConnectionError};
 use crate::display::escape_controls;
-use crate::protocol::{
-    caps, ErrorCode, FileHeader, Frame, GetRequest, StatReply, MAGIC, VERSION,
-};
+use crate::protocol::{caps, ErrorCode, FileHeader, Frame, GetRequest, StatReply, MAGIC, VERSION};
 
 /// Totals of one connection, for the disconnect log line.
 #[derive(Debug, Default)]
 pub(crate) struct Summary {
+    /// Whether our magic went out (an error before it must carry it, so the
+    /// client can read the error instead of calling us "not ferry").
+    magic_sent: bool,
     requests: u64,
     bytes: u64,
     end: String,
@@ -69,6 +70,9 @@ pub(crate) async fn serve(
                 if *code != ErrorCode::ShuttingDown as u16 && *code != ErrorCode::Timeout as u16 {
                     warn!("closing connection: {why}");
                 }
+            }
+            if !summary.magic_sent {
+                conn.queue_raw(&MAGIC);
             }
             conn.queue(&frame);
             let _ = conn.flush().await;
@@ -128,7 +132,11 @@ async fn run(
         Ok(None) => return End::Closed,
         Err(end) => return end,
     };
-    let Frame::Hello { version, caps: asked } = hello else {
+    let Frame::Hello {
+        version,
+        caps: asked,
+    } = hello
+    else {
         return fatal(
             ErrorCode::UnexpectedFrame,
             format!("expected Hello, got {}", hello.name()),
@@ -141,6 +149,7 @@ async fn run(
         );
     }
     conn.queue_raw(&MAGIC);
+    summary.magic_sent = true;
     conn.queue(&Frame::Welcome {
         version: version.min(VERSION),
         caps: asked & caps::NONE,
@@ -225,10 +234,12 @@ async fn handle_get(
         }
     };
     let mut offset = g.offset;
+    let mut wanted = g.length;
     if let Some(v) = g.if_unchanged {
         if v.size != info.size || v.mtime_ns != info.mtime_ns {
             debug!("file changed since the client's partial download; sending it whole");
             offset = 0;
+            wanted = None;
         }
     }
     if offset > info.size {
@@ -243,7 +254,7 @@ async fn handle_get(
         return Ok(());
     }
     let available = info.size - offset;
-    let length = g.length.map_or(available, |l| l.min(available));
+    let length = wanted.map_or(available, |l| l.min(available));
     conn.queue(&Frame::FileHeader(FileHeader {
         offset,
         length,
@@ -268,7 +279,10 @@ async fn handle_get(
         Err(e) => {
             // Without a trailer the client treats the body as interrupted
             // and retries; the file is changing under us.
-            return Err(End::Broken(format!("hashing {} failed: {e}", shown(&g.path))));
+            return Err(End::Broken(format!(
+                "hashing {} failed: {e}",
+                shown(&g.path)
+            )));
         }
     };
     conn.queue(&Frame::Trailer { hash });

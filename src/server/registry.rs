@@ -65,7 +65,8 @@ impl ConnHandle {
     fn set_waiting(&self, waiting: bool) {
         let mut w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
         if waiting {
-            w.by_id.insert(self.id, (Instant::now(), self.evict.clone()));
+            w.by_id
+                .insert(self.id, (Instant::now(), self.evict.clone()));
         } else {
             w.by_id.remove(&self.id);
         }

@@ -72,9 +72,7 @@ impl PathError {
         // that carries no OS error number; a real EACCES carries one.
         match e.kind() {
             io::ErrorKind::NotFound => PathError::NotFound,
-            io::ErrorKind::PermissionDenied if e.raw_os_error().is_none() => {
-                PathError::OutsideRoot
-            }
+            io::ErrorKind::PermissionDenied if e.raw_os_error().is_none() => PathError::OutsideRoot,
             io::ErrorKind::PermissionDenied => PathError::PermissionDenied,
             _ => match e.raw_os_error() {
                 Some(libc_enotdir) if libc_enotdir == rustix::io::Errno::NOTDIR.raw_os_error() => {
@@ -122,7 +120,10 @@ impl FileInfo {
         FileInfo {
             kind: kind_of(m),
             size: m.len(),
-            mtime_ns: m.modified().map(|t| system_time_ns(t.into_std())).unwrap_or(0),
+            mtime_ns: m
+                .modified()
+                .map(|t| system_time_ns(t.into_std()))
+                .unwrap_or(0),
             dev: m.dev(),
             ino: m.ino(),
         }

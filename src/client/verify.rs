@@ -1,0 +1,149 @@
+//! [`GrowingHash`]: BLAKE3 of a file computed on a thread of its own while
+//! the file is still being written, so verification runs beside the
+//! receive instead of after it, and a resumed prefix is hashed while new
+//! bytes already arrive.
+//!
+//! The thread maps each newly written stretch of the file read-only and
+//! hashes it straight from the page cache: no copy into a buffer.
+
+use std::fs::File;
+use std::io;
+use std::sync::mpsc;
+use std::thread;
+
+use tokio::sync::oneshot;
+
+use crate::protocol::HASH_LEN;
+
+/// Largest stretch mapped at once.
+const MAP_CHUNK: u64 = 8 * 1024 * 1024;
+
+enum Msg {
+    /// Bytes `[0, n)` of the file are written.
+    WrittenUpTo(u64),
+}
+
+/// A hash that follows a file as it grows.
+#[derive(Debug)]
+pub struct GrowingHash {
+    tx: Option<mpsc::Sender<Msg>>,
+    result: oneshot::Receiver<io::Result<[u8; HASH_LEN]>>,
+}
+
+impl GrowingHash {
+    /// Starts hashing `file`, whose first `already` bytes are written.
+    ///
+    /// # Errors
+    ///
+    /// If the thread cannot be spawned.
+    pub fn start(file: File, already: u64) -> io::Result<Self> {
+        let (tx, rx) = mpsc::channel();
+        let (done_tx, result) = oneshot::channel();
+        thread::Builder::new()
+            .name("ferry-hash".into())
+            .spawn(move || {
+                let _ = done_tx.send(hash_as_written(&file, already, &rx));
+            })?;
+        Ok(GrowingHash {
+            tx: Some(tx),
+            result,
+        })
+    }
+
+    /// Tells the hasher that bytes `[0, n)` are now written.
+    pub fn advance(&self, n: u64) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Msg::WrittenUpTo(n));
+        }
+    }
+
+    /// Waits for the hash of the file's first `total` bytes.
+    ///
+    /// # Errors
+    ///
+    /// A read or mapping error of the hashing thread.
+    pub async fn finish(mut self, total: u64) -> io::Result<[u8; HASH_LEN]> {
+        self.advance(total);
+        drop(self.tx.take());
+        self.result
+            .await
+            .unwrap_or_else(|_| Err(io::Error::other("hashing thread died")))
+    }
+}
+
+fn hash_as_written(
+    file: &File,
+    already: u64,
+    rx: &mpsc::Receiver<Msg>,
+) -> io::Result<[u8; HASH_LEN]> {
+    let page = rustix::param::page_size() as u64;
+    let mut hasher = blake3::Hasher::new();
+    let mut hashed = 0u64;
+    let mut written = already;
+    loop {
+        while hashed < written {
+            let end = written.min(hashed + MAP_CHUNK);
+            let start = hashed - hashed % page;
+            let skip = (hashed - start) as usize;
+            let len = usize::try_from(end - start).map_err(io::Error::other)?;
+            // SAFETY: the mapping is read-only and covers bytes already
+            // written to our own part file, which nothing truncates while
+            // the download runs.
+            let map = unsafe {
+                memmap2::MmapOptions::new()
+                    .offset(start)
+                    .len(len)
+                    .populate()
+                    .map(file)?
+            };
+            hasher.update(&map[skip..]);
+            hashed = end;
+        }
+        // Wait for more; take the newest position if several queued up.
+        match rx.recv() {
+            Ok(Msg::WrittenUpTo(n)) => {
+                written = written.max(n);
+                while let Ok(Msg::WrittenUpTo(n)) = rx.try_recv() {
+                    written = written.max(n);
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    Ok(*hasher.finalize().as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[tokio::test]
+    async fn follows_a_growing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        let mut f = File::create(&p).unwrap();
+        let data: Vec<u8> = (0..20_000_000u32).map(|i| (i * 7 % 253) as u8).collect();
+        f.write_all(&data[..5000]).unwrap();
+        let h = GrowingHash::start(File::open(&p).unwrap(), 5000).unwrap();
+        let mut pos = 5000;
+        for chunk in data[5000..].chunks(3_000_001) {
+            f.write_all(chunk).unwrap();
+            pos += chunk.len() as u64;
+            h.advance(pos);
+        }
+        assert_eq!(
+            h.finish(pos).await.unwrap(),
+            *blake3::hash(&data).as_bytes()
+        );
+    }
+
+    #[tokio::test]
+    async fn empty_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        File::create(&p).unwrap();
+        let h = GrowingHash::start(File::open(&p).unwrap(), 0).unwrap();
+        assert_eq!(h.finish(0).await.unwrap(), *blake3::hash(b"").as_bytes());
+    }
+}
