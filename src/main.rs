@@ -107,6 +107,11 @@ struct GetArgs {
     /// No progress bar and no summary lines.
     #[arg(short, long)]
     quiet: bool,
+    /// Skip the BLAKE3 check (saves the client a core of hashing; a
+    /// corrupted transfer then goes unnoticed). For benchmarks and trusted
+    /// links only.
+    #[arg(long)]
+    no_verify: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -282,6 +287,12 @@ fn stdin_lines() -> tokio::io::Lines<BufReader<tokio::io::Stdin>> {
 }
 
 async fn get(mut a: GetArgs) -> Result<ExitCode> {
+    // Past a file-size limit (RLIMIT_FSIZE) the kernel kills the writer with
+    // SIGXFSZ; with a handler installed the write fails with EFBIG instead,
+    // and the user gets an error line and a kept .part.
+    let _xfsz = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(
+        rustix::process::Signal::Xfsz as i32,
+    ));
     let addr = HostPort::parse(&a.host, DEFAULT_PORT)?;
     let mut paths = std::mem::take(&mut a.remote_paths);
     if paths.is_empty() {
@@ -310,9 +321,17 @@ async fn get(mut a: GetArgs) -> Result<ExitCode> {
         let res = if a.raw {
             raw::client::get(&addr, path, &a.output, progress).await
         } else if a.jobs > 1 {
-            client::download_split(&addr, path, &a.output, a.jobs as usize, progress).await
+            client::download_split(
+                &addr,
+                path,
+                &a.output,
+                a.jobs as usize,
+                progress,
+                !a.no_verify,
+            )
+            .await
         } else {
-            fetch_native(&mut session, &addr, path, &a.output, progress).await
+            fetch_native(&mut session, &addr, path, &a.output, progress, !a.no_verify).await
         };
         match res {
             Ok(d) => {
@@ -322,7 +341,11 @@ async fn get(mut a: GetArgs) -> Result<ExitCode> {
                     } else {
                         String::new()
                     };
-                    let verified = if a.raw { "" } else { ", verified" };
+                    let verified = if a.raw || a.no_verify {
+                        ""
+                    } else {
+                        ", verified"
+                    };
                     eprintln!(
                         "saved {} ({} bytes{verified}{resumed})",
                         escape_controls(&d.path.display().to_string()),
@@ -366,7 +389,7 @@ async fn get_to_stdout(
     let mut out = stdout.lock();
     let mut failures = 0;
     for path in paths {
-        match client::download_to(&mut client, path, &mut out, progress).await {
+        match client::download_to(&mut client, path, &mut out, progress, !a.no_verify).await {
             Ok(_) => {}
             Err(ClientError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
                 return Ok(ExitCode::SUCCESS);
@@ -396,6 +419,7 @@ async fn get_trees(
     let opts = ferry::tree::TreeOptions {
         jobs: a.jobs as usize,
         progress,
+        verify: !a.no_verify,
         ..Default::default()
     };
     let mut failures = 0;
@@ -411,10 +435,11 @@ async fn get_trees(
                 failures += r.failures.len();
                 if !a.quiet {
                     eprintln!(
-                        "saved {} ({} files, {} bytes, verified)",
+                        "saved {} ({} files, {} bytes{})",
                         escape_controls(&r.root.display().to_string()),
                         r.files,
-                        r.bytes
+                        r.bytes,
+                        if a.no_verify { "" } else { ", verified" }
                     );
                 }
             }
@@ -435,12 +460,14 @@ async fn fetch_native(
     path: &str,
     out: &Path,
     progress: Progress,
+    verify: bool,
 ) -> Result<client::Downloaded, ClientError> {
     let client = match session {
         Some(c) => c,
         None => session.insert(Client::connect(addr).await?),
     };
-    let res = client::download(client, path, out, progress).await;
+    let job = client::FileJob::new(path.to_string(), out.join(client::local_name(path)?));
+    let res = client::download_job(client, job.verify(verify), progress).await;
     if res.as_ref().is_err_and(ClientError::breaks_connection) {
         *session = None;
     }

@@ -33,6 +33,8 @@ pub struct TreeOptions {
     pub window: usize,
     /// Progress display.
     pub progress: Progress,
+    /// Check each file's BLAKE3 hash (see [`FileJob::verify`]).
+    pub verify: bool,
 }
 
 impl Default for TreeOptions {
@@ -41,6 +43,7 @@ impl Default for TreeOptions {
             jobs: 1,
             window: 64,
             progress: Progress::Auto,
+            verify: true,
         }
     }
 }
@@ -122,7 +125,14 @@ pub async fn download_tree(
         root: local_root.clone(),
         ..TreeReport::default()
     };
-    let (jobs, total) = walk(&mut client, remote_dir, &local_root, &mut report).await?;
+    let (jobs, total) = walk(
+        &mut client,
+        remote_dir,
+        &local_root,
+        opts.verify,
+        &mut report,
+    )
+    .await?;
 
     let bar = opts.progress.bar(remote_dir, total);
     let n = opts.jobs.clamp(1, jobs.len().max(1));
@@ -158,6 +168,7 @@ async fn walk(
     client: &mut Client,
     remote_dir: &str,
     local_root: &Path,
+    verify: bool,
     report: &mut TreeReport,
 ) -> Result<(Vec<FileJob>, u64), ClientError> {
     let mut jobs = Vec::new();
@@ -204,7 +215,7 @@ async fn walk(
                     },
                     EntryKind::File => {
                         total += entry.size;
-                        jobs.push(FileJob::new(remote_path, local_path));
+                        jobs.push(FileJob::new(remote_path, local_path).verify(verify));
                     }
                     EntryKind::Symlink | EntryKind::Other => {
                         report
@@ -270,10 +281,7 @@ async fn run_lane(
                 }
                 // Jobs in flight were put back in `todo`; fresh FileJobs pick
                 // up whatever their parts now hold, to resume from there.
-                todo = todo
-                    .into_iter()
-                    .map(|j| FileJob::new(j.remote, j.part.target().to_path_buf()))
-                    .collect();
+                todo = todo.into_iter().map(FileJob::renewed).collect();
             }
         }
     }

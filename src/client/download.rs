@@ -84,6 +84,7 @@ pub struct FileJob {
     /// The local part file (and target).
     pub part: PartFile,
     resume: Option<(u64, Validator)>,
+    verify: bool,
 }
 
 impl FileJob {
@@ -95,7 +96,16 @@ impl FileJob {
             remote,
             part,
             resume,
+            verify: true,
         }
+    }
+
+    /// Whether to check the BLAKE3 hash (on by default). Without it the
+    /// download saves the client a core's worth of hashing, and a corrupted
+    /// transfer goes unnoticed: for benchmarks and trusted links only.
+    pub fn verify(mut self, verify: bool) -> Self {
+        self.verify = verify;
+        self
     }
 
     /// The same job, started over: the part is discarded.
@@ -112,6 +122,18 @@ impl FileJob {
         self.resume.is_some_and(|(len, _)| len > 0)
             && (matches!(e, ClientError::HashMismatch(_))
                 || e.remote_code() == Some(ErrorCode::RangeNotSatisfiable))
+    }
+
+    /// The same job, its resume point read again from the part file (after
+    /// an interrupted attempt wrote more of it).
+    pub fn renewed(mut self) -> Self {
+        self.resume = self.part.resume_point();
+        self
+    }
+
+    /// Whether this job checks the hash.
+    pub fn is_verified(&self) -> bool {
+        self.verify
     }
 
     /// The GET request for this job.
@@ -148,7 +170,24 @@ pub async fn download(
     progress: Progress,
 ) -> Result<Downloaded, ClientError> {
     let name = local_name(remote)?;
-    let job = FileJob::new(remote.to_string(), out_dir.join(name));
+    download_job(
+        client,
+        FileJob::new(remote.to_string(), out_dir.join(name)),
+        progress,
+    )
+    .await
+}
+
+/// [`download`] for a job built by the caller (e.g. without verification).
+///
+/// # Errors
+///
+/// As [`download`].
+pub async fn download_job(
+    client: &mut Client,
+    job: FileJob,
+    progress: Progress,
+) -> Result<Downloaded, ClientError> {
     match fetch(client, &job, progress).await {
         Err(e) if job.retry_fresh(&e) => fetch(client, &job.fresh(), progress).await,
         other => other,
@@ -213,22 +252,29 @@ pub async fn receive(
     };
     // The hash runs on its own thread beside the receive; for a resumed
     // download it starts with the prefix already on disk.
-    let hash =
-        GrowingHash::start(file.try_clone().map_err(local)?, header.offset).map_err(local)?;
-    let received = receive_into_file(client, &job.remote, &header, &file, &hash, bar).await;
+    let hash = if job.verify {
+        let dup = file.try_clone().map_err(local)?;
+        Some(GrowingHash::start(dup, header.offset).map_err(local)?)
+    } else {
+        None
+    };
+    let received = receive_into_file(client, &job.remote, &header, &file, hash.as_ref(), bar).await;
     if shared_bar.is_none() {
         bar.finish_and_clear();
     }
     drop(file);
-    let actual = hash.finish(header.size).await;
+    let actual = match hash {
+        Some(h) => Some(h.finish(header.size).await),
+        None => None,
+    };
     match received {
         Ok(()) => {}
         Err(ClientError::Output(source)) => return Err(local(source)),
         Err(e) => return Err(e),
     }
-    let actual = actual.map_err(local)?;
+    let actual = actual.transpose().map_err(local)?;
     let expected = read_trailer(client).await?;
-    if actual != expected {
+    if actual.is_some_and(|a| a != expected) {
         part.discard();
         return Err(ClientError::HashMismatch(
             escape_controls(&job.remote).into_owned(),
@@ -253,9 +299,15 @@ async fn receive_into_file(
     remote: &str,
     header: &FileHeader,
     file: &File,
-    hash: &GrowingHash,
+    hash: Option<&GrowingHash>,
     bar: &ProgressBar,
 ) -> Result<(), ClientError> {
+    let advance = |p| {
+        if let Some(h) = hash {
+            h.advance(p);
+        }
+        bar.set_position(p);
+    };
     let conn = client.connection();
     let mut pos = header.offset;
     let end = header.offset + header.length;
@@ -264,16 +316,12 @@ async fn receive_into_file(
     if !head.is_empty() {
         file.write_all_at(&head, pos).map_err(ClientError::Output)?;
         pos += head.len() as u64;
-        hash.advance(pos);
-        bar.set_position(pos);
+        advance(pos);
     }
     if pos == end {
         return Ok(());
     }
-    let progress = |p| {
-        hash.advance(p);
-        bar.set_position(p);
-    };
+    let progress = advance;
     #[cfg(target_os = "linux")]
     {
         use crate::zerocopy::{splice_to_file, SpliceError};
@@ -342,6 +390,7 @@ pub async fn download_to<W: Write>(
     remote: &str,
     out: &mut W,
     progress: Progress,
+    verify: bool,
 ) -> Result<u64, ClientError> {
     client.queue_get(GetRequest {
         path: remote.as_bytes().to_vec(),
@@ -355,7 +404,15 @@ pub async fn download_to<W: Write>(
         return Err(ClientError::Protocol("server answered with a range".into()));
     }
     let bar = progress.bar(remote, header.size);
-    let res = receive_verified(client, remote, &header, out, blake3::Hasher::new(), &bar).await;
+    let res = receive_verified(
+        client,
+        remote,
+        &header,
+        out,
+        verify.then(blake3::Hasher::new),
+        &bar,
+    )
+    .await;
     bar.finish_and_clear();
     res.map(|()| header.size)
 }
@@ -386,7 +443,7 @@ async fn receive_verified<W: Write>(
     remote: &str,
     header: &FileHeader,
     out: &mut W,
-    mut hasher: blake3::Hasher,
+    mut hasher: Option<blake3::Hasher>,
     bar: &ProgressBar,
 ) -> Result<(), ClientError> {
     let mut buf = vec![
@@ -403,7 +460,9 @@ async fn receive_verified<W: Write>(
                 write_error = Some(e);
                 return Err(io::Error::new(kind, "local write failed"));
             }
-            hasher.update(chunk);
+            if let Some(h) = hasher.as_mut() {
+                h.update(chunk);
+            }
             bar.inc(chunk.len() as u64);
             Ok(())
         })
@@ -417,7 +476,7 @@ async fn receive_verified<W: Write>(
     })?;
     out.flush().map_err(ClientError::Output)?;
     let expected = read_trailer(client).await?;
-    if hasher.finalize().as_bytes() != &expected {
+    if hasher.is_some_and(|h| h.finalize().as_bytes() != &expected) {
         return Err(ClientError::HashMismatch(
             escape_controls(remote).into_owned(),
         ));

@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-pub use download::{download, download_to, local_name, receive, Downloaded, FileJob, Progress};
+pub use download::{
+    download, download_job, download_to, local_name, receive, Downloaded, FileJob, Progress,
+};
 pub use part::PartFile;
 pub use ranges::{download_split, split_ranges, MIN_SPLIT};
 pub use verify::GrowingHash;

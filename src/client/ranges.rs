@@ -16,7 +16,10 @@ use std::sync::Arc;
 
 use indicatif::ProgressBar;
 
-use super::{download, local_name, Client, ClientError, Downloaded, HostPort, PartFile, Progress};
+use super::{
+    download_job, local_name, Client, ClientError, Downloaded, FileJob, HostPort, PartFile,
+    Progress,
+};
 use crate::display::escape_controls;
 use crate::protocol::{EntryKind, Frame, GetRequest, Validator, HASH_LEN};
 
@@ -40,6 +43,7 @@ pub async fn download_split(
     out_dir: &Path,
     jobs: usize,
     progress: Progress,
+    verify: bool,
 ) -> Result<Downloaded, ClientError> {
     let mut first = Client::connect(addr).await?;
     let name = local_name(remote)?;
@@ -57,7 +61,10 @@ pub async fn download_split(
     let st = match st {
         Ok(s) if split => s,
         // Let the plain path produce its usual answer (or error).
-        _ => return download(&mut first, remote, out_dir, progress).await,
+        _ => {
+            let job = FileJob::new(remote.to_string(), part.target().to_path_buf());
+            return download_job(&mut first, job.verify(verify), progress).await;
+        }
     };
     let version = Validator {
         size: st.size,
@@ -115,16 +122,18 @@ pub async fn download_split(
             escape_controls(remote)
         )));
     }
-    let file = Arc::try_unwrap(file).unwrap_or_else(|arc| arc.try_clone().expect("dup file"));
-    let actual = tokio::task::spawn_blocking(move || crate::hashing::hash_file(&file, st.size))
-        .await
-        .map_err(|e| ClientError::Protocol(format!("hashing failed: {e}")))?
-        .map_err(local)?;
-    if actual != expected {
-        part.discard();
-        return Err(ClientError::HashMismatch(
-            escape_controls(remote).into_owned(),
-        ));
+    if verify {
+        let file = file.clone();
+        let actual = tokio::task::spawn_blocking(move || crate::hashing::hash_file(&file, st.size))
+            .await
+            .map_err(|e| ClientError::Protocol(format!("hashing failed: {e}")))?
+            .map_err(local)?;
+        if actual != expected {
+            part.discard();
+            return Err(ClientError::HashMismatch(
+                escape_controls(remote).into_owned(),
+            ));
+        }
     }
     part.commit().map_err(|source| ClientError::Local {
         path: part.target().to_path_buf(),
