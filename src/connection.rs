@@ -16,6 +16,7 @@ use std::fs::File;
 use std::future::Future;
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -268,9 +269,19 @@ impl<S: SendFile> Connection<S> {
     ///
     /// The socket's IO error, or `UnexpectedEof` if the file ends early
     /// (it was truncated while being served).
-    pub async fn send_file(&mut self, file: &File, offset: u64, len: u64) -> io::Result<()> {
+    /// `stall` bounds how long the peer may take no bytes at all.
+    pub async fn send_file(
+        &mut self,
+        file: &File,
+        offset: u64,
+        len: u64,
+        stall: Duration,
+    ) -> io::Result<()> {
         let prefix = std::mem::take(&mut self.wbuf);
-        let res = self.stream.send_file(&prefix, file, offset, len).await;
+        let res = self
+            .stream
+            .send_file(&prefix, file, offset, len, stall)
+            .await;
         self.wbuf = prefix;
         self.wbuf.clear();
         res
@@ -280,7 +291,8 @@ impl<S: SendFile> Connection<S> {
 /// A stream that can send a file's bytes, possibly without copying them
 /// through user space.
 pub trait SendFile: AsyncRead + AsyncWrite + Unpin + Send {
-    /// Writes `prefix`, then `len` bytes of `file` starting at `offset`.
+    /// Writes `prefix`, then `len` bytes of `file` starting at `offset`,
+    /// failing with `TimedOut` if the peer takes nothing for `stall`.
     ///
     /// # Errors
     ///
@@ -291,6 +303,7 @@ pub trait SendFile: AsyncRead + AsyncWrite + Unpin + Send {
         file: &File,
         offset: u64,
         len: u64,
+        stall: Duration,
     ) -> impl Future<Output = io::Result<()>> + Send;
 }
 
@@ -306,6 +319,7 @@ pub async fn copy_file_to<W: AsyncWrite + Unpin + Send>(
     file: &File,
     offset: u64,
     len: u64,
+    stall: Duration,
 ) -> io::Result<()> {
     let cap = BODY_CHUNK.min(usize::try_from(len).unwrap_or(BODY_CHUNK)) + prefix.len();
     let mut buf = vec![0u8; cap];
@@ -329,7 +343,9 @@ pub async fn copy_file_to<W: AsyncWrite + Unpin + Send>(
         if filled == 0 {
             break;
         }
-        out.write_all(&buf[..filled]).await?;
+        tokio::time::timeout(stall, out.write_all(&buf[..filled]))
+            .await
+            .map_err(|_| crate::zerocopy::stalled())??;
         filled = 0;
         if pos == end {
             break;
@@ -345,8 +361,9 @@ impl SendFile for tokio::io::DuplexStream {
         file: &File,
         offset: u64,
         len: u64,
+        stall: Duration,
     ) -> io::Result<()> {
-        copy_file_to(self, prefix, file, offset, len).await
+        copy_file_to(self, prefix, file, offset, len, stall).await
     }
 }
 
@@ -357,8 +374,9 @@ impl SendFile for tokio::net::TcpStream {
         file: &File,
         offset: u64,
         len: u64,
+        stall: Duration,
     ) -> io::Result<()> {
-        crate::zerocopy::send_file(self, prefix, file, offset, len).await
+        crate::zerocopy::send_file(self, prefix, file, offset, len, stall).await
     }
 }
 

@@ -9,6 +9,7 @@
 
 use std::fs::File;
 use std::io;
+use std::time::Duration;
 
 use tokio::net::TcpStream;
 
@@ -31,6 +32,7 @@ pub async fn send_file(
     file: &File,
     offset: u64,
     len: u64,
+    stall: Duration,
 ) -> io::Result<()> {
     use rustix::net::SendFlags;
     use std::os::fd::AsFd;
@@ -44,7 +46,7 @@ pub async fn send_file(
         } else {
             SendFlags::empty()
         };
-        stream.writable().await?;
+        writable(stream, stall).await?;
         match stream.try_io(Interest::WRITABLE, || {
             rustix::net::send(stream.as_fd(), &prefix[sent..], flags).map_err(io::Error::from)
         }) {
@@ -60,7 +62,7 @@ pub async fn send_file(
         let count = usize::try_from(end - pos)
             .unwrap_or(usize::MAX)
             .min(SENDFILE_CHUNK);
-        stream.writable().await?;
+        writable(stream, stall).await?;
         let res = stream.try_io(Interest::WRITABLE, || {
             rustix::fs::sendfile(stream.as_fd(), file, Some(&mut pos), count)
                 .map_err(io::Error::from)
@@ -80,6 +82,21 @@ pub async fn send_file(
     Ok(())
 }
 
+/// Waits until `stream` can take more bytes, for at most `stall`: a peer
+/// that stops reading must not hold a connection (and its slot) forever.
+#[cfg(target_os = "linux")]
+async fn writable(stream: &TcpStream, stall: Duration) -> io::Result<()> {
+    match tokio::time::timeout(stall, stream.writable()).await {
+        Ok(r) => r,
+        Err(_) => Err(stalled()),
+    }
+}
+
+/// The error for a peer that stopped reading.
+pub fn stalled() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "peer stopped reading")
+}
+
 /// Portable fallback: see [`crate::connection::copy_file_to`].
 ///
 /// # Errors
@@ -92,8 +109,9 @@ pub async fn send_file(
     file: &File,
     offset: u64,
     len: u64,
+    stall: Duration,
 ) -> io::Result<()> {
-    crate::connection::copy_file_to(stream, prefix, file, offset, len).await
+    crate::connection::copy_file_to(stream, prefix, file, offset, len, stall).await
 }
 
 /// Why [`splice_to_file`] stopped.
@@ -105,6 +123,21 @@ pub enum SpliceError {
     File(io::Error),
     /// The peer closed before all bytes arrived.
     Eof,
+}
+
+/// How long a body may stall (no byte at all) before the receive gives up:
+/// a silently dead link must not hang a download forever.
+pub const RECV_STALL: Duration = Duration::from_secs(60);
+
+#[cfg(target_os = "linux")]
+async fn readable(stream: &TcpStream) -> Result<(), SpliceError> {
+    match tokio::time::timeout(RECV_STALL, stream.readable()).await {
+        Ok(r) => r.map_err(SpliceError::Socket),
+        Err(_) => Err(SpliceError::Socket(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "no data from the server for 60 s",
+        ))),
+    }
 }
 
 /// Pipe size asked for: one splice moves up to this much. The kernel may
@@ -149,7 +182,7 @@ pub async fn splice_to_file(
         if !copy_buf.is_empty() {
             // Fallback: plain reads.
             let n = loop {
-                stream.readable().await.map_err(SpliceError::Socket)?;
+                readable(stream).await?;
                 let want = want.min(copy_buf.len());
                 match stream.try_read(&mut copy_buf[..want]) {
                     Ok(n) => break n,
@@ -166,7 +199,7 @@ pub async fn splice_to_file(
             progress(pos);
             continue;
         }
-        stream.readable().await.map_err(SpliceError::Socket)?;
+        readable(stream).await?;
         let moved = stream.try_io(Interest::READABLE, || {
             splice(
                 stream.as_fd(),

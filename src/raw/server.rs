@@ -80,7 +80,10 @@ async fn serve_file(
         }
     };
     let started = std::time::Instant::now();
-    if let Err(e) = stream.send_file(&[], &file, 0, info.size).await {
+    if let Err(e) = stream
+        .send_file(&[], &file, 0, info.size, shared.config.idle_timeout)
+        .await
+    {
         warn!(name = %shown, "raw download interrupted: {e}");
         return format!("raw: {shown} interrupted: {e}");
     }

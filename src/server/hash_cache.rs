@@ -17,12 +17,20 @@ use super::root::FileInfo;
 use crate::protocol::HASH_LEN;
 
 /// Identifies one version of one file.
+///
+/// `ctime_ns` is part of the key because (dev, ino, size, mtime) alone
+/// does not identify a version: a file rewritten in place with the same
+/// size and its mtime restored (`cp -p`, `rsync -t`, `touch -r`) kept the
+/// old key, so the old hash was served for the new bytes and every download
+/// of it failed verification, retries included. The kernel moves ctime on
+/// every write and no program can set it back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct HashKey {
     dev: u64,
     ino: u64,
     size: u64,
     mtime_ns: i64,
+    ctime_ns: i64,
 }
 
 impl From<&FileInfo> for HashKey {
@@ -32,6 +40,7 @@ impl From<&FileInfo> for HashKey {
             ino: i.ino,
             size: i.size,
             mtime_ns: i.mtime_ns,
+            ctime_ns: i.ctime_ns,
         }
     }
 }

@@ -100,6 +100,19 @@ pub const DEFAULT_PORT: u16 = 8000;
 /// answer; past this they are closed straight away.
 const MAX_PENDING_REJECTS: usize = 256;
 
+/// Longest [`close_gracefully`] waits for the peer to close its side.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Longest a newcomer waits for the slot of the connection evicted for it.
+///
+/// It must exceed [`DRAIN_TIMEOUT`]: an evicted native connection is sent
+/// `Error{Timeout}` and closed gracefully, keeping its slot until the peer
+/// closes or the drain times out, and an idle client (an interactive
+/// `ferry say` at its prompt) is typically not reading, so it rides out the
+/// whole drain. With both at 2 s the newcomer's wait expired first and it
+/// was told "server busy" although room had been made for it.
+const EVICTION_WAIT: Duration = Duration::from_secs(DRAIN_TIMEOUT.as_secs() + 3);
+
 /// Errors that stop the server as a whole.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -220,7 +233,7 @@ pub async fn run(
             tracker.spawn(async move {
                 let _reject_permit = reject_permit;
                 let permit = if registry.evict_oldest_waiting() {
-                    tokio::time::timeout(Duration::from_secs(2), permits.acquire_owned())
+                    tokio::time::timeout(EVICTION_WAIT, permits.acquire_owned())
                         .await
                         .ok()
                         .and_then(Result::ok)
@@ -375,7 +388,7 @@ pub(crate) async fn close_gracefully(mut stream: TcpStream) {
             }
         }
     };
-    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
 }
 
 /// Prints a received message to stdout as one line, control characters

@@ -264,7 +264,7 @@ async fn handle_get(
     // The body and the hash proceed side by side: the first body byte never
     // waits for the hash, which only the trailer needs.
     let (sent, hash) = tokio::join!(
-        conn.send_file(&file, offset, length),
+        conn.send_file(&file, offset, length, shared.config.idle_timeout),
         shared.hashes.hash(&file, &info)
     );
     if let Err(e) = sent {

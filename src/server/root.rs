@@ -112,6 +112,10 @@ pub struct FileInfo {
     pub dev: u64,
     /// Inode number (for the hash cache key).
     pub ino: u64,
+    /// Status change time, ns since the epoch (for the hash cache key).
+    /// Unlike `mtime_ns` it cannot be set back by a program (`touch -r`,
+    /// `cp -p`, `rsync -t` all restore mtimes), and every write moves it.
+    pub ctime_ns: i64,
 }
 
 impl FileInfo {
@@ -126,6 +130,10 @@ impl FileInfo {
                 .unwrap_or(0),
             dev: m.dev(),
             ino: m.ino(),
+            ctime_ns: m
+                .ctime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(m.ctime_nsec()),
         }
     }
 
