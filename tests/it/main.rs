@@ -4,3 +4,6 @@
 mod support;
 
 mod cli;
+
+mod native;
+mod raw;

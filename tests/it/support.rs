@@ -196,7 +196,10 @@ impl Run {
 
     /// Panics with the whole story unless the command failed.
     pub fn fails(self) -> Run {
-        assert!(!self.status.success(), "command unexpectedly succeeded:\n{self}");
+        assert!(
+            !self.status.success(),
+            "command unexpectedly succeeded:\n{self}"
+        );
         self
     }
 }
@@ -254,7 +257,9 @@ pub fn finish(mut child: Child, stdin: Option<&[u8]>, cmd: String) -> Run {
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
         });
     }
     let out: Output = child.wait_with_output().expect("wait");
@@ -286,7 +291,9 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
             if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
