@@ -188,11 +188,13 @@ fn one_line(e: &anyhow::Error) -> String {
     line.replace('\n', " ")
 }
 
+/// Whether `e` is our own stdout closing under us (`ferry ls | head`),
+/// which is a clean exit. Only a bare IO error from printing counts: a
+/// broken pipe towards the server is a real failure and is wrapped in a
+/// `ClientError`.
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<io::Error>()
-            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
-    })
+    e.downcast_ref::<io::Error>()
+        .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {

@@ -85,6 +85,26 @@ pub async fn get(
 pub struct RawSay {
     stream: TcpStream,
     wait: Duration,
+    /// The server has closed (or reset) the connection: nothing more can
+    /// be delivered.
+    closed: bool,
+}
+
+/// The error for a message that cannot be sent because the server closed
+/// the connection (the tutorial's first server answers once and closes).
+///
+/// Fix: this used to surface as the socket's raw `EPIPE`, which the binary
+/// takes for a closed stdout pipe and exits 0 on, so the remaining lines
+/// were dropped silently. The error kind here is deliberately not
+/// `BrokenPipe`.
+fn server_closed() -> ClientError {
+    ClientError::Connection(
+        io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "the server closed the connection; message not sent",
+        )
+        .into(),
+    )
 }
 
 impl RawSay {
@@ -97,6 +117,7 @@ impl RawSay {
         Ok(RawSay {
             stream: connect(addr).await?,
             wait,
+            closed: false,
         })
     }
 
@@ -105,22 +126,34 @@ impl RawSay {
     ///
     /// # Errors
     ///
-    /// Connection errors while sending.
+    /// Connection errors while sending, including a server that has closed
+    /// the connection (noticed while waiting for an earlier answer).
     pub async fn say(&mut self, message: &[u8]) -> Result<Vec<u8>, ClientError> {
-        self.stream
-            .write_all(message)
-            .await
-            .map_err(|e| ClientError::Connection(e.into()))?;
+        if self.closed {
+            return Err(server_closed());
+        }
+        self.stream.write_all(message).await.map_err(|e| {
+            if e.kind() == io::ErrorKind::BrokenPipe {
+                server_closed()
+            } else {
+                ClientError::Connection(e.into())
+            }
+        })?;
         let mut answer = Vec::new();
         let mut buf = [0u8; 4096];
         // Wait up to `wait` for the first bytes, then collect what follows
         // closely behind them.
         let mut limit = self.wait;
-        while let Ok(Ok(n)) = tokio::time::timeout(limit, self.stream.read(&mut buf)).await {
-            if n == 0 {
-                break;
+        while let Ok(read) = tokio::time::timeout(limit, self.stream.read(&mut buf)).await {
+            match read {
+                Ok(n) if n > 0 => answer.extend_from_slice(&buf[..n]),
+                // End of stream or a reset: remember it, so a later
+                // message fails instead of vanishing.
+                _ => {
+                    self.closed = true;
+                    break;
+                }
             }
-            answer.extend_from_slice(&buf[..n]);
             limit = super::NAME_QUIET;
         }
         Ok(answer)
