@@ -52,6 +52,8 @@ type Slot = Arc<OnceCell<[u8; HASH_LEN]>>;
 pub struct HashCache {
     slots: Mutex<HashMap<HashKey, Slot>>,
     capacity: usize,
+    /// Files changed less than this long ago are hashed but not cached.
+    racy_window_ns: i64,
 }
 
 /// Files up to this size are hashed inline: a trip to the blocking pool
@@ -64,7 +66,15 @@ impl HashCache {
         HashCache {
             slots: Mutex::new(HashMap::new()),
             capacity: capacity.max(1),
+            racy_window_ns: RACY_WINDOW_NS,
         }
+    }
+
+    /// The same cache, keeping even hashes of files changed just now (for
+    /// tests, which cannot wait for their fixtures to age).
+    pub fn without_racy_window(mut self) -> Self {
+        self.racy_window_ns = 0;
+        self
     }
 
     fn slot(&self, key: HashKey) -> Slot {
@@ -119,12 +129,23 @@ impl HashCache {
             })
             .await
             .copied();
-        if res.is_err() {
+        // A file changed within the last moments may change again within
+        // the same timestamp tick, leaving its key as it is (git's "racily
+        // clean" problem): its hash serves this request but is not kept.
+        if res.is_err() || recently_changed(info, self.racy_window_ns) {
             let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
             slots.remove(&key);
         }
         res
     }
+}
+
+/// How close to "now" a change time must be for the hash not to be cached.
+const RACY_WINDOW_NS: i64 = 2_000_000_000;
+
+fn recently_changed(info: &FileInfo, window_ns: i64) -> bool {
+    let now = super::root::system_time_ns(std::time::SystemTime::now());
+    now.saturating_sub(info.mtime_ns.max(info.ctime_ns)) < window_ns
 }
 
 #[cfg(test)]
@@ -140,7 +161,7 @@ mod tests {
         std::fs::File::create(&p).unwrap().write_all(&data).unwrap();
         let f = File::open(&p).unwrap();
         let info = FileInfo::of_file(&f).unwrap();
-        let cache = HashCache::new(4);
+        let cache = HashCache::new(4).without_racy_window();
         assert_eq!(cache.cached(&info), None);
         let h = cache.hash(&f, &info).await.unwrap();
         assert_eq!(h, *blake3::hash(&data).as_bytes());
@@ -148,9 +169,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_file_changed_just_now_is_not_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("fresh");
+        std::fs::write(&p, b"new").unwrap();
+        let f = File::open(&p).unwrap();
+        let info = FileInfo::of_file(&f).unwrap();
+        let cache = HashCache::new(4);
+        assert_eq!(
+            cache.hash(&f, &info).await.unwrap(),
+            *blake3::hash(b"new").as_bytes()
+        );
+        assert_eq!(cache.cached(&info), None);
+    }
+
+    #[tokio::test]
     async fn stays_bounded() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = HashCache::new(3);
+        let cache = HashCache::new(3).without_racy_window();
         for i in 0..10 {
             let p = dir.path().join(format!("f{i}"));
             std::fs::write(&p, format!("{i}")).unwrap();
