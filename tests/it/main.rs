@@ -7,3 +7,4 @@ mod cli;
 
 mod native;
 mod raw;
+mod tree;
