@@ -152,7 +152,16 @@ fn main() -> ExitCode {
         .with_writer(io::stderr)
         .with_ansi(io::stderr().is_terminal())
         .init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    // The server spreads connections over every core; a client is one
+    // sequence of requests, where cross-thread wake-ups only add latency
+    // (its bulk work happens in the kernel and on its hashing thread).
+    let runtime = match cli.command {
+        Command::Serve(_) => tokio::runtime::Runtime::new(),
+        _ => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ferry: cannot start: {e}");

@@ -225,6 +225,9 @@ pub async fn receive(
             header.offset
         )));
     }
+    if header.offset == 0 && header.length <= SMALL_BODY {
+        return receive_small(client, job, &header, shared_bar).await;
+    }
     let part = &job.part;
     let local = |source| ClientError::Local {
         path: part.part_path().to_path_buf(),
@@ -263,9 +266,15 @@ pub async fn receive(
         bar.finish_and_clear();
     }
     drop(file);
-    let actual = match hash {
-        Some(h) => Some(h.finish(header.size).await),
-        None => None,
+    // Only a complete body may be hashed to `header.size`. After a cut
+    // connection or a failed write the part is shorter than that, and
+    // `finish(size)` would map pages past its end: touching them is SIGBUS,
+    // which killed the client (exit 135, no message) whenever the server
+    // died mid-body or the disk filled up (tests/it/faults.rs). Dropping
+    // the hash instead stops its thread after the bytes actually written.
+    let actual = match (hash, &received) {
+        (Some(h), Ok(())) => Some(h.finish(header.size).await),
+        _ => None,
     };
     match received {
         Ok(()) => {}
@@ -288,6 +297,60 @@ pub async fn receive(
         path: part.target().to_path_buf(),
         size: header.size,
         resumed_from: header.offset,
+    })
+}
+
+/// Bodies up to this size are received into memory and verified before
+/// anything touches the disk: no part metadata, no hashing thread, no pipe.
+/// For thousands of small files those per-file costs would dominate.
+const SMALL_BODY: u64 = 256 * 1024;
+
+/// [`receive`] for a small body: read it whole, check its hash, then write
+/// the part and rename it. A mismatch leaves nothing at all behind.
+async fn receive_small(
+    client: &mut Client,
+    job: &FileJob,
+    header: &FileHeader,
+    shared_bar: Option<&ProgressBar>,
+) -> Result<Downloaded, ClientError> {
+    let len = usize::try_from(header.length).map_err(|_| ClientError::Protocol("size".into()))?;
+    let mut body = Vec::with_capacity(len);
+    let mut buf = vec![0u8; len.max(1)];
+    client
+        .read_body(header.length, &mut buf, |chunk| {
+            body.extend_from_slice(chunk);
+            Ok(())
+        })
+        .await
+        .map_err(|e| match e {
+            ConnectionError::UnexpectedEof(_) => interrupted(&job.remote),
+            other => other.into(),
+        })?;
+    let expected = read_trailer(client).await?;
+    if job.verify && blake3::hash(&body).as_bytes() != &expected {
+        return Err(ClientError::HashMismatch(
+            escape_controls(&job.remote).into_owned(),
+        ));
+    }
+    let part = &job.part;
+    let local = |source| ClientError::Local {
+        path: part.part_path().to_path_buf(),
+        source,
+    };
+    let mut file = part.create_plain().map_err(local)?;
+    file.write_all(&body).map_err(local)?;
+    drop(file);
+    part.commit().map_err(|source| ClientError::Local {
+        path: part.target().to_path_buf(),
+        source,
+    })?;
+    if let Some(bar) = shared_bar {
+        bar.inc(header.length);
+    }
+    Ok(Downloaded {
+        path: part.target().to_path_buf(),
+        size: header.size,
+        resumed_from: 0,
     })
 }
 

@@ -28,6 +28,22 @@ fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Takes an exclusive lock on an open part file, held until every handle
+/// of it is closed.
+fn lock(file: &File) -> io::Result<()> {
+    use rustix::fs::{flock, FlockOperation};
+    flock(file, FlockOperation::NonBlockingLockExclusive).map_err(|e| {
+        if e == rustix::io::Errno::WOULDBLOCK {
+            io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "another ferry is downloading this file right now",
+            )
+        } else {
+            e.into()
+        }
+    })
+}
+
 impl PartFile {
     /// The part file for downloading into `target`.
     pub fn new(target: PathBuf) -> Self {
@@ -85,11 +101,12 @@ impl PartFile {
     ///
     /// The file system's error.
     pub fn create(&self, v: Validator) -> io::Result<File> {
+        let file = self.create_plain()?;
         fs::write(
             &self.meta,
             format!("{META_MAGIC}\nsize={}\nmtime_ns={}\n", v.size, v.mtime_ns),
         )?;
-        self.create_plain()
+        Ok(file)
     }
 
     /// Creates (or truncates) the part file, with no resume metadata (for
@@ -100,13 +117,18 @@ impl PartFile {
     /// The file system's error.
     pub fn create_plain(&self) -> io::Result<File> {
         // O_NOFOLLOW: never write through a symlink planted at the part's name.
-        OpenOptions::new()
+        // No O_TRUNC: the part is emptied only once we hold its lock, so a
+        // second ferry on the same target cannot cut the first one's file.
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
-            .truncate(true)
+            .truncate(false)
             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(&self.part)
+            .open(&self.part)?;
+        lock(&file)?;
+        file.set_len(0)?;
+        Ok(file)
     }
 
     /// Opens the existing part file to continue writing it (at explicit
@@ -116,11 +138,13 @@ impl PartFile {
     ///
     /// The file system's error.
     pub fn reopen(&self) -> io::Result<File> {
-        OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(&self.part)
+            .open(&self.part)?;
+        lock(&file)?;
+        Ok(file)
     }
 
     /// Moves the complete, verified part onto the target name.
@@ -159,6 +183,11 @@ mod tests {
         let mut f = p.create(v).unwrap();
         f.write_all(b"abc").unwrap();
         assert_eq!(p.resume_point(), Some((3, v)));
+        // While one handle holds the part, nobody else may write it.
+        let busy = p.reopen().unwrap_err();
+        assert_eq!(busy.kind(), io::ErrorKind::WouldBlock);
+        assert!(p.create_plain().is_err());
+        drop(f);
         p.reopen().unwrap().write_all_at(b"de", 3).unwrap();
         assert_eq!(p.resume_point(), Some((5, v)));
         p.commit().unwrap();
