@@ -143,10 +143,18 @@ pub enum ServerError {
 pub fn bind(addr: Option<IpAddr>, port: u16) -> Result<TcpListener, ServerError> {
     match addr {
         Some(ip) => bind_one(SocketAddr::new(ip, port), false),
-        None => bind_one(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port), true).or_else(|e| {
-            debug!("dual-stack bind failed ({e}); falling back to IPv4");
-            bind_one(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port), false)
-        }),
+        None => match bind_one(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port), true) {
+            // Only a machine without IPv6 falls back to IPv4 alone; a port
+            // in use is an error, not a reason to serve half the stack.
+            Err(ServerError::Bind { source, .. })
+                if source.kind() != io::ErrorKind::AddrInUse
+                    && source.kind() != io::ErrorKind::PermissionDenied =>
+            {
+                debug!("dual-stack bind failed ({source}); falling back to IPv4");
+                bind_one(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port), false)
+            }
+            other => other,
+        },
     }
 }
 
