@@ -289,14 +289,27 @@ pub async fn receive(
             escape_controls(&job.remote).into_owned(),
         ));
     }
+    commit(part, header.size, header.offset)
+}
+
+/// Renames a verified part into place and describes the result.
+///
+/// # Errors
+///
+/// `Local` if the rename fails.
+pub(super) fn commit(
+    part: &PartFile,
+    size: u64,
+    resumed_from: u64,
+) -> Result<Downloaded, ClientError> {
     part.commit().map_err(|source| ClientError::Local {
         path: part.target().to_path_buf(),
         source,
     })?;
     Ok(Downloaded {
         path: part.target().to_path_buf(),
-        size: header.size,
-        resumed_from: header.offset,
+        size,
+        resumed_from,
     })
 }
 
@@ -340,18 +353,10 @@ async fn receive_small(
     let mut file = part.create_plain().map_err(local)?;
     file.write_all(&body).map_err(local)?;
     drop(file);
-    part.commit().map_err(|source| ClientError::Local {
-        path: part.target().to_path_buf(),
-        source,
-    })?;
     if let Some(bar) = shared_bar {
         bar.inc(header.length);
     }
-    Ok(Downloaded {
-        path: part.target().to_path_buf(),
-        size: header.size,
-        resumed_from: 0,
-    })
+    commit(part, header.size, 0)
 }
 
 /// Receives the body announced by `header` into `file` at its offset,

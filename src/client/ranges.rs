@@ -135,15 +135,7 @@ pub async fn download_split(
             ));
         }
     }
-    part.commit().map_err(|source| ClientError::Local {
-        path: part.target().to_path_buf(),
-        source,
-    })?;
-    Ok(Downloaded {
-        path: part.target().to_path_buf(),
-        size: st.size,
-        resumed_from: 0,
-    })
+    super::download::commit(&part, st.size, 0)
 }
 
 /// Splits `size` bytes into up to `n` aligned ranges `(offset, length)`.

@@ -91,9 +91,16 @@ fn fatal(code: ErrorCode, why: impl Into<String>) -> End {
 fn from_conn_error(e: ConnectionError) -> End {
     match e {
         ConnectionError::Decode(d) => fatal(ErrorCode::BadFrame, format!("malformed frame: {d}")),
-        ConnectionError::UnexpectedEof(what) => {
-            End::Broken(format!("client closed in the middle of {what}"))
-        }
+        // A peer that ends its stream inside the magic or a frame has sent
+        // bytes that can never form a valid frame: answer `BadFrame` as for
+        // any malformed frame (it may have only half-closed and still be
+        // reading). Closing silently left such a client with no reason at
+        // all (tests/it/hostile.rs). To a peer that is gone entirely, the
+        // write just fails, which `serve` ignores.
+        ConnectionError::UnexpectedEof(what) => fatal(
+            ErrorCode::BadFrame,
+            format!("truncated input: client closed in the middle of {what}"),
+        ),
         ConnectionError::Io(e) => End::Broken(format!("connection error: {e}")),
     }
 }
