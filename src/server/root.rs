@@ -84,6 +84,10 @@ impl PathError {
                 Some(exdev) if exdev == rustix::io::Errno::XDEV.raw_os_error() => {
                     PathError::OutsideRoot
                 }
+                // The wire allows 4096 bytes; Linux counts the NUL too.
+                Some(long) if long == rustix::io::Errno::NAMETOOLONG.raw_os_error() => {
+                    PathError::Invalid("path too long for the server's file system")
+                }
                 _ => PathError::Io(e),
             },
         }

@@ -5,6 +5,8 @@ mod support;
 
 mod cli;
 
+mod faults;
+mod hostile;
 mod native;
 mod raw;
 mod tree;

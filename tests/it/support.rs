@@ -306,3 +306,307 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+// ---------------------------------------------------------------------------
+// Fault injection (tests/it/faults.rs, tests/it/hostile.rs)
+
+impl Server {
+    /// Whether the server process is still running (has not exited).
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// The server's resident set size in KiB (`VmRSS` in /proc/PID/status).
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    }
+}
+
+/// Sends SIGKILL to `pid` (a child not yet reaped, so the id cannot have
+/// been reused). For killing a [`Server`] from another thread while its
+/// owner still holds it; the owner reaps it with [`Server::kill`].
+pub fn sigkill(pid: u32) {
+    use rustix::process::{kill_process, Pid, Signal};
+    let pid = Pid::from_raw(pid as i32).expect("non-zero pid");
+    let _ = kill_process(pid, Signal::Kill);
+}
+
+/// Polls `cond` every `every` until it holds or `timeout` passes; returns
+/// whether it held. For conditions outside our control (a file growing in
+/// another process) where there is nothing to block on.
+pub fn wait_until(timeout: Duration, every: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// Length of a file, 0 if it does not exist.
+pub fn file_len(p: &Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+/// How a [`Relay`] mistreats the connection it carries.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RelayOptions {
+    /// Cut both sides once this many bytes went from server to client.
+    pub cut_after: Option<u64>,
+    /// Forward server → client at most this many bytes per second.
+    pub rate: Option<u64>,
+    /// Give the upstream socket a small receive buffer, so the server cannot
+    /// run far ahead of what the relay forwards (a slow reader).
+    pub small_upstream_buffer: bool,
+    /// Stop forwarding server → client after this many bytes until
+    /// [`Relay::release`]: the transfer provably paused mid-body, the
+    /// server at most its socket buffers ahead.
+    pub hold_at: Option<u64>,
+}
+
+/// What a [`Relay`] saw.
+#[derive(Debug, Default)]
+pub struct RelayReport {
+    /// Bytes forwarded from server to client.
+    pub down: u64,
+    /// The first bytes the client sent (up to [`RELAY_CAPTURE`]).
+    pub up_head: Vec<u8>,
+    /// The first bytes the server sent (up to [`RELAY_CAPTURE`]).
+    pub down_head: Vec<u8>,
+}
+
+/// How many leading bytes of each direction a [`Relay`] keeps.
+pub const RELAY_CAPTURE: usize = 512;
+
+/// A one-connection TCP relay between a client and `upstream` that can
+/// throttle, cut after N bytes, or be cut on demand ([`Relay::cut`]): a
+/// slow or failing network in the middle of a transfer.
+pub struct Relay {
+    pub addr: SocketAddr,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+    released: Arc<std::sync::atomic::AtomicBool>,
+    up: Arc<std::sync::atomic::AtomicU64>,
+    down: Arc<std::sync::atomic::AtomicU64>,
+    thread: Option<std::thread::JoinHandle<RelayReport>>,
+}
+
+impl Relay {
+    /// Listens on 127.0.0.1, port 0, for one client (accepted within 30 s).
+    pub fn start(upstream: SocketAddr, opts: RelayOptions) -> Relay {
+        use std::io::Write;
+        use std::net::{Shutdown, TcpListener, TcpStream};
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        const PATIENCE: Duration = Duration::from_secs(30);
+        // No relay outlives this, whatever the peers do.
+        const LIFETIME: Duration = Duration::from_secs(120);
+
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let cut = Arc::new(AtomicBool::new(false));
+        let up = Arc::new(AtomicU64::new(0));
+        let down = Arc::new(AtomicU64::new(0));
+        let released = Arc::new(AtomicBool::new(false));
+        let (cut2, up2, down2) = (cut.clone(), up.clone(), down.clone());
+        let released2 = released.clone();
+        let thread = std::thread::spawn(move || {
+            let mut report = RelayReport::default();
+            let started = Instant::now();
+            let client = loop {
+                match listener.accept() {
+                    Ok((s, _)) => break s,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        if started.elapsed() > PATIENCE || cut2.load(Ordering::SeqCst) {
+                            return report;
+                        }
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    Err(_) => return report,
+                }
+            };
+            client.set_nonblocking(false).unwrap();
+            let server = {
+                use socket2::{Domain, Socket, Type};
+                let s = Socket::new(Domain::for_address(upstream), Type::STREAM, None).unwrap();
+                if opts.small_upstream_buffer {
+                    s.set_recv_buffer_size(64 * 1024).unwrap();
+                }
+                match s.connect_timeout(&upstream.into(), PATIENCE) {
+                    Ok(()) => TcpStream::from(s),
+                    Err(_) => {
+                        let _ = client.shutdown(Shutdown::Both);
+                        return report;
+                    }
+                }
+            };
+            client.set_write_timeout(Some(PATIENCE)).unwrap();
+            server.set_write_timeout(Some(PATIENCE)).unwrap();
+            client.set_read_timeout(Some(LIFETIME)).unwrap();
+            // Short, so the loop below notices a cut promptly.
+            server
+                .set_read_timeout(Some(Duration::from_millis(20)))
+                .unwrap();
+
+            // Client → server, unthrottled, until the client closes.
+            let mut c_in = client.try_clone().unwrap();
+            let mut s_out = server.try_clone().unwrap();
+            let upward = std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 16 * 1024];
+                while let Ok(n) = c_in.read(&mut buf) {
+                    if n == 0 || s_out.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    let keep = n.min(RELAY_CAPTURE.saturating_sub(head.len()));
+                    head.extend_from_slice(&buf[..keep]);
+                    up2.fetch_add(n as u64, Ordering::SeqCst);
+                }
+                let _ = s_out.shutdown(Shutdown::Write);
+                head
+            });
+
+            // Server → client: throttled, cut where asked.
+            let (mut s_in, mut c_out) = (&server, &client);
+            let mut buf = [0u8; 16 * 1024];
+            let t0 = Instant::now();
+            let mut forwarded = 0u64;
+            loop {
+                if cut2.load(Ordering::SeqCst) || t0.elapsed() > LIFETIME {
+                    break;
+                }
+                let mut want = buf.len();
+                if let Some(hold) = opts.hold_at {
+                    if !released2.load(Ordering::SeqCst) {
+                        if forwarded >= hold {
+                            std::thread::sleep(Duration::from_millis(1));
+                            continue;
+                        }
+                        want = want.min(usize::try_from(hold - forwarded).unwrap_or(usize::MAX));
+                    }
+                }
+                if let Some(limit) = opts.cut_after {
+                    if forwarded >= limit {
+                        break;
+                    }
+                    want = want.min(usize::try_from(limit - forwarded).unwrap_or(usize::MAX));
+                }
+                match s_in.read(&mut buf[..want]) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        if c_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        let keep = n.min(RELAY_CAPTURE.saturating_sub(report.down_head.len()));
+                        report.down_head.extend_from_slice(&buf[..keep]);
+                        forwarded += n as u64;
+                        down2.store(forwarded, Ordering::SeqCst);
+                        if let Some(rate) = opts.rate {
+                            let due = Duration::from_secs_f64(forwarded as f64 / rate as f64);
+                            if let Some(wait) = due.checked_sub(t0.elapsed()) {
+                                std::thread::sleep(wait);
+                            }
+                        }
+                    }
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(_) => break,
+                }
+            }
+            // The cut (or the server's end): both connections end here.
+            let _ = client.shutdown(Shutdown::Both);
+            let _ = server.shutdown(Shutdown::Both);
+            report.up_head = upward.join().unwrap_or_default();
+            report.down = forwarded;
+            report
+        });
+        Relay {
+            addr,
+            cut,
+            released,
+            up,
+            down,
+            thread: Some(thread),
+        }
+    }
+
+    /// `127.0.0.1:PORT` for client commands.
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Cuts both connections now (or makes the relay refuse its client).
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Lets a relay started with `hold_at` forward the rest.
+    pub fn release(&self) {
+        self.released
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Bytes the client has sent so far.
+    pub fn up_bytes(&self) -> u64 {
+        self.up.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Bytes forwarded to the client so far.
+    pub fn down_bytes(&self) -> u64 {
+        self.down.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits for the relay to finish and returns what it saw.
+    pub fn join(mut self) -> RelayReport {
+        self.thread
+            .take()
+            .expect("joined once")
+            .join()
+            .expect("relay thread")
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            self.cut();
+            let _ = t.join();
+        }
+    }
+}
+
+/// The frames at the start of a captured native byte stream (after its
+/// magic), as far as they are complete. Empty if the magic is not there.
+pub fn frames_in(head: &[u8]) -> Vec<ferry::protocol::Frame> {
+    use ferry::protocol::{Frame, MAGIC};
+    let Some(mut rest) = head.strip_prefix(&MAGIC[..]) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    while let Ok(Some((frame, used))) = Frame::parse(rest) {
+        // A body follows a header: its bytes are no frames, so stop there.
+        let header = matches!(frame, Frame::FileHeader(_));
+        out.push(frame);
+        rest = &rest[used..];
+        if header {
+            break;
+        }
+    }
+    out
+}
