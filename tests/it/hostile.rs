@@ -727,8 +727,6 @@ enum Reply {
     /// A request-level answer (this error code, or `None` for success),
     /// and the connection stays usable.
     Answer(Option<ErrorCode>),
-    /// Some request-level error, and the connection stays usable.
-    AnyRefusal,
 }
 
 /// One malformed or boundary input.
@@ -861,7 +859,6 @@ fn malformed_and_oversized_frames_get_an_error_and_a_close_and_the_server_lives(
 
     let mut fatal = 0;
     let mut answered = 0;
-    let mut notes = Vec::new();
     for Case {
         label,
         bytes,
@@ -879,7 +876,7 @@ fn malformed_and_oversized_frames_get_an_error_and_a_close_and_the_server_lives(
         assert!(magic.is_ok(), "{label}: closed without its magic");
         let (frames, _how) = match reply {
             Fatal(_) => w.frames_until_closed(),
-            Answer(_) | AnyRefusal => (vec![w.read_frame().expect("Welcome")], Closed::Eof),
+            Answer(_) => (vec![w.read_frame().expect("Welcome")], Closed::Eof),
         };
         match reply {
             Fatal(code) => {
@@ -896,7 +893,7 @@ fn malformed_and_oversized_frames_get_an_error_and_a_close_and_the_server_lives(
                 );
                 fatal += 1;
             }
-            Answer(_) | AnyRefusal => {
+            Answer(_) => {
                 let welcome = &frames[0];
                 if let Frame::Welcome { version, caps } = welcome {
                     assert_eq!((*version, *caps), (1, 0), "{label}");
@@ -913,14 +910,7 @@ fn malformed_and_oversized_frames_get_an_error_and_a_close_and_the_server_lives(
                     Answer(None) => {
                         assert!(matches!(answer, Frame::Ack { .. }), "{label}: {answer:?}")
                     }
-                    _ => {
-                        let code = error_code(&answer);
-                        assert!(code.is_some_and(|c| c < 100), "{label}: {answer:?}");
-                        if let Frame::Error { code, message } = &answer {
-                            let shown: String = message.chars().take(60).collect();
-                            notes.push(format!("{label}: code {code} {shown:?}..."));
-                        }
-                    }
+                    _ => unreachable!(),
                 }
                 // Still usable: the same connection serves a file.
                 w.send(&get_ok).unwrap();
@@ -943,7 +933,7 @@ fn malformed_and_oversized_frames_get_an_error_and_a_close_and_the_server_lives(
     eprintln!(
         "FIGURE malformed frames: {} inputs; {fatal} malformed ones each got MAGIC + one Error frame and a close, \
          {answered} boundary-valid ones were answered with the connection kept; a well-behaved get \
-         succeeded after every one; the server never died; notes: {notes:?}",
+         succeeded after every one; the server never died",
         cases.len()
     );
 }
