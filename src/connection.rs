@@ -233,6 +233,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         Ok(())
     }
 
+    /// Reads some raw bytes (part of a body) into `buf`: first what the read
+    /// buffer holds, then straight from the stream. `Ok(0)` means EOF.
+    ///
+    /// # Errors
+    ///
+    /// The socket's IO error.
+    pub async fn read_raw(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if !self.rbuf.is_empty() {
+            let n = self.rbuf.len().min(buf.len());
+            buf[..n].copy_from_slice(&self.rbuf[..n]);
+            self.rbuf.advance(n);
+            return Ok(n);
+        }
+        self.stream.read(buf).await
+    }
+
     /// Reads whatever the peer sends until it closes, up to `limit` bytes in
     /// total, handing the bytes to `sink`. Used by the raw protocol, whose
     /// file bodies end at EOF. Returns the number of bytes read.

@@ -152,12 +152,19 @@ fn main() -> ExitCode {
         .with_writer(io::stderr)
         .with_ansi(io::stderr().is_terminal())
         .init();
-    // The server spreads connections over every core; a client is one
-    // sequence of requests, where cross-thread wake-ups only add latency
-    // (its bulk work happens in the kernel and on its hashing thread).
-    let runtime = match cli.command {
-        Command::Serve(_) => tokio::runtime::Runtime::new(),
-        _ => tokio::runtime::Builder::new_current_thread()
+    // The server spreads connections over every core, and so does a client
+    // with several connections (-j: each lane's file creation is kernel work
+    // that another core can do meanwhile). A single sequence of requests runs
+    // on one thread, where cross-thread wake-ups would only add latency (its
+    // bulk work happens in the kernel and on its hashing thread).
+    let parallel = match &cli.command {
+        Command::Serve(_) => true,
+        Command::Get(g) => g.jobs > 1,
+        _ => false,
+    };
+    let runtime = match parallel {
+        true => tokio::runtime::Runtime::new(),
+        false => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),
     };

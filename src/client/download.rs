@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::{Client, ClientError, GrowingHash, PartFile};
+use super::{Client, ClientError, GrowingHash, PartFile, StreamHash};
 use crate::connection::ConnectionError;
 use crate::display::escape_controls;
 use crate::protocol::{
@@ -242,6 +242,16 @@ pub async fn receive(
     } else {
         part.reopen().map_err(local)?
     };
+    // Reserve the blocks up front without changing the file's length (which
+    // is what a resume reads): the file system allocates one extent instead
+    // of growing the file piece by piece, and a full disk shows at once.
+    // File systems without fallocate simply skip this.
+    let _ = rustix::fs::fallocate(
+        &file,
+        rustix::fs::FallocateFlags::KEEP_SIZE,
+        header.offset,
+        header.length,
+    );
     let own_bar;
     let bar = match shared_bar {
         Some(b) => b,
@@ -472,15 +482,7 @@ pub async fn download_to<W: Write>(
         return Err(ClientError::Protocol("server answered with a range".into()));
     }
     let bar = progress.bar(remote, header.size);
-    let res = receive_verified(
-        client,
-        remote,
-        &header,
-        out,
-        verify.then(blake3::Hasher::new),
-        &bar,
-    )
-    .await;
+    let res = receive_verified(client, remote, &header, out, verify, &bar).await;
     bar.finish_and_clear();
     res.map(|()| header.size)
 }
@@ -511,43 +513,53 @@ async fn receive_verified<W: Write>(
     remote: &str,
     header: &FileHeader,
     out: &mut W,
-    mut hasher: Option<blake3::Hasher>,
+    verify: bool,
     bar: &ProgressBar,
 ) -> Result<(), ClientError> {
-    let mut buf = vec![
-        0u8;
-        RECV_BUF
-            .min(usize::try_from(header.length).unwrap_or(RECV_BUF))
-            .max(1)
-    ];
-    let mut write_error = None;
-    let received = client
-        .read_body(header.length, &mut buf, |chunk| {
-            if let Err(e) = out.write_all(chunk) {
-                let kind = e.kind();
-                write_error = Some(e);
-                return Err(io::Error::new(kind, "local write failed"));
-            }
-            if let Some(h) = hasher.as_mut() {
-                h.update(chunk);
-            }
-            bar.inc(chunk.len() as u64);
-            Ok(())
-        })
-        .await;
-    if let Some(e) = write_error {
-        return Err(ClientError::Output(e));
+    let buf_len = RECV_BUF
+        .min(usize::try_from(header.length).unwrap_or(RECV_BUF))
+        .max(1);
+    let mut hash = if verify {
+        Some(StreamHash::start(buf_len).map_err(ClientError::Output)?)
+    } else {
+        None
+    };
+    let mut spare = Vec::new();
+    let conn = client.connection();
+    let mut remaining = header.length;
+    while remaining > 0 {
+        let mut buf = match hash.as_mut() {
+            Some(h) => h.buffer(),
+            None if spare.is_empty() => vec![0u8; buf_len],
+            None => std::mem::take(&mut spare),
+        };
+        let want = buf
+            .len()
+            .min(usize::try_from(remaining).unwrap_or(usize::MAX));
+        let n = conn
+            .read_raw(&mut buf[..want])
+            .await
+            .map_err(|e| ClientError::Connection(e.into()))?;
+        if n == 0 {
+            return Err(interrupted(remote));
+        }
+        out.write_all(&buf[..n]).map_err(ClientError::Output)?;
+        bar.inc(n as u64);
+        match hash.as_ref() {
+            Some(h) => h.submit(buf, n),
+            None => spare = buf,
+        }
+        remaining -= n as u64;
     }
-    received.map_err(|e| match e {
-        ConnectionError::UnexpectedEof(_) => interrupted(remote),
-        other => other.into(),
-    })?;
     out.flush().map_err(ClientError::Output)?;
     let expected = read_trailer(client).await?;
-    if hasher.is_some_and(|h| h.finalize().as_bytes() != &expected) {
-        return Err(ClientError::HashMismatch(
-            escape_controls(remote).into_owned(),
-        ));
+    if let Some(h) = hash {
+        let actual = h.finish().await.map_err(ClientError::Output)?;
+        if actual != expected {
+            return Err(ClientError::HashMismatch(
+                escape_controls(remote).into_owned(),
+            ));
+        }
     }
     Ok(())
 }

@@ -19,7 +19,7 @@ pub use download::{
 };
 pub use part::PartFile;
 pub use ranges::{download_split, split_ranges, MIN_SPLIT};
-pub use verify::GrowingHash;
+pub use verify::{GrowingHash, StreamHash};
 
 use crate::connection::{Connection, ConnectionError};
 use crate::protocol::{

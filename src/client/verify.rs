@@ -113,6 +113,84 @@ fn hash_as_written(
     Ok(*hasher.finalize().as_bytes())
 }
 
+/// BLAKE3 of a stream of buffers, on a thread of its own: the receiving
+/// thread fills a buffer from the socket, hands it over and fills the next
+/// while this one is hashed, so hashing costs no time on the receive path.
+/// Buffers come back to a small pool: nothing is allocated per chunk.
+#[derive(Debug)]
+pub struct StreamHash {
+    full: Option<mpsc::SyncSender<(Vec<u8>, usize)>>,
+    free: mpsc::Receiver<Vec<u8>>,
+    made: usize,
+    buf_len: usize,
+    result: oneshot::Receiver<[u8; HASH_LEN]>,
+}
+
+/// Buffers in flight between the receiver and the hashing thread.
+const POOL: usize = 4;
+
+impl StreamHash {
+    /// Starts the hashing thread; buffers will be `buf_len` bytes.
+    ///
+    /// # Errors
+    ///
+    /// If the thread cannot be spawned.
+    pub fn start(buf_len: usize) -> io::Result<Self> {
+        let (full_tx, full_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(POOL);
+        let (free_tx, free) = mpsc::sync_channel(POOL);
+        let (done_tx, result) = oneshot::channel();
+        thread::Builder::new()
+            .name("ferry-hash".into())
+            .spawn(move || {
+                let mut hasher = blake3::Hasher::new();
+                for (buf, n) in full_rx {
+                    hasher.update(&buf[..n]);
+                    let _ = free_tx.send(buf);
+                }
+                let _ = done_tx.send(*hasher.finalize().as_bytes());
+            })?;
+        Ok(StreamHash {
+            full: Some(full_tx),
+            free,
+            made: 0,
+            buf_len: buf_len.max(1),
+            result,
+        })
+    }
+
+    /// A buffer to fill: a returned one, a new one while the pool is not
+    /// full, or else the next one the hasher gives back (waiting for it).
+    pub fn buffer(&mut self) -> Vec<u8> {
+        if let Ok(b) = self.free.try_recv() {
+            return b;
+        }
+        if self.made < POOL {
+            self.made += 1;
+            return vec![0u8; self.buf_len];
+        }
+        self.free.recv().unwrap_or_else(|_| vec![0u8; self.buf_len])
+    }
+
+    /// Hands over the first `n` bytes of `buf` to be hashed.
+    pub fn submit(&self, buf: Vec<u8>, n: usize) {
+        if let Some(tx) = &self.full {
+            let _ = tx.send((buf, n));
+        }
+    }
+
+    /// The hash of everything submitted.
+    ///
+    /// # Errors
+    ///
+    /// If the hashing thread died.
+    pub async fn finish(mut self) -> io::Result<[u8; HASH_LEN]> {
+        drop(self.full.take());
+        self.result
+            .await
+            .map_err(|_| io::Error::other("hashing thread died"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +214,18 @@ mod tests {
             h.finish(pos).await.unwrap(),
             *blake3::hash(&data).as_bytes()
         );
+    }
+
+    #[tokio::test]
+    async fn stream_hash_matches_blake3_across_buffers() {
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 249) as u8).collect();
+        let mut h = StreamHash::start(64 * 1024).unwrap();
+        for chunk in data.chunks(50_000) {
+            let mut buf = h.buffer();
+            buf[..chunk.len()].copy_from_slice(chunk);
+            h.submit(buf, chunk.len());
+        }
+        assert_eq!(h.finish().await.unwrap(), *blake3::hash(&data).as_bytes());
     }
 
     #[tokio::test]
