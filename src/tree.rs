@@ -215,7 +215,12 @@ async fn walk(
                     },
                     EntryKind::File => {
                         total += entry.size;
-                        jobs.push(FileJob::new(remote_path, local_path).verify(verify));
+                        let job = if FileJob::is_small(entry.size) {
+                            FileJob::new_small(remote_path, local_path)
+                        } else {
+                            FileJob::new(remote_path, local_path)
+                        };
+                        jobs.push(job.verify(verify));
                     }
                     EntryKind::Symlink | EntryKind::Other => {
                         report
@@ -300,7 +305,9 @@ async fn pipeline(
     let mut in_flight: VecDeque<FileJob> = VecDeque::new();
     loop {
         let mut queued = false;
-        while in_flight.len() < window {
+        // Refill in batches, once half the window has drained: one write
+        // carries many requests instead of one write per answer.
+        while in_flight.len() < window && (queued || in_flight.len() <= window / 2) {
             let Some(job) = todo.pop_front() else { break };
             if let Err(e) = client.queue_get(job.request()) {
                 report

@@ -108,6 +108,23 @@ impl FileJob {
         self
     }
 
+    /// A job for a file known to be small (from a listing): such files are
+    /// verified in memory and written at once, so they never leave a part
+    /// to resume, and looking for one is skipped.
+    pub fn new_small(remote: String, target: PathBuf) -> Self {
+        FileJob {
+            remote,
+            part: PartFile::new(target),
+            resume: None,
+            verify: true,
+        }
+    }
+
+    /// Whether a file of `size` bytes takes the small-file path.
+    pub fn is_small(size: u64) -> bool {
+        size <= SMALL_BODY
+    }
+
     /// The same job, started over: the part is discarded.
     pub fn fresh(mut self) -> Self {
         self.part.discard();
@@ -246,12 +263,20 @@ pub async fn receive(
     // is what a resume reads): the file system allocates one extent instead
     // of growing the file piece by piece, and a full disk shows at once.
     // File systems without fallocate simply skip this.
-    let _ = rustix::fs::fallocate(
-        &file,
-        rustix::fs::FallocateFlags::KEEP_SIZE,
-        header.offset,
-        header.length,
-    );
+    // Not on tmpfs, where fallocate zeroes every page before the first byte
+    // arrives: there it costs more than it saves.
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    // `f_type`'s width differs between architectures, hence the cast.
+    #[allow(clippy::unnecessary_cast)]
+    let on_tmpfs = rustix::fs::fstatfs(&file).is_ok_and(|fs| fs.f_type as i64 == TMPFS_MAGIC);
+    if !on_tmpfs {
+        let _ = rustix::fs::fallocate(
+            &file,
+            rustix::fs::FallocateFlags::KEEP_SIZE,
+            header.offset,
+            header.length,
+        );
+    }
     let own_bar;
     let bar = match shared_bar {
         Some(b) => b,
@@ -267,7 +292,7 @@ pub async fn receive(
     // download it starts with the prefix already on disk.
     let hash = if job.verify {
         let dup = file.try_clone().map_err(local)?;
-        Some(GrowingHash::start(dup, header.offset).map_err(local)?)
+        Some(GrowingHash::start(dup, header.offset, header.size).map_err(local)?)
     } else {
         None
     };
@@ -312,7 +337,18 @@ pub(super) fn commit(
     size: u64,
     resumed_from: u64,
 ) -> Result<Downloaded, ClientError> {
-    part.commit().map_err(|source| ClientError::Local {
+    finish(part, size, resumed_from, PartFile::commit)
+}
+
+/// [`commit`] with the rename to use (a part without metadata has none to
+/// remove).
+fn finish(
+    part: &PartFile,
+    size: u64,
+    resumed_from: u64,
+    rename: fn(&PartFile) -> io::Result<()>,
+) -> Result<Downloaded, ClientError> {
+    rename(part).map_err(|source| ClientError::Local {
         path: part.target().to_path_buf(),
         source,
     })?;
@@ -366,7 +402,7 @@ async fn receive_small(
     if let Some(bar) = shared_bar {
         bar.inc(header.length);
     }
-    commit(part, header.size, 0)
+    finish(part, header.size, 0, PartFile::commit_plain)
 }
 
 /// Receives the body announced by `header` into `file` at its offset,

@@ -127,7 +127,11 @@ impl PartFile {
             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(&self.part)?;
         lock(&file)?;
-        file.set_len(0)?;
+        // Truncate only a leftover: on ext4, truncating even an empty file
+        // marks it "replaced", and its last close then forces writeback.
+        if file.metadata()?.len() > 0 {
+            file.set_len(0)?;
+        }
         Ok(file)
     }
 
@@ -153,9 +157,19 @@ impl PartFile {
     ///
     /// The rename's error.
     pub fn commit(&self) -> io::Result<()> {
-        fs::rename(&self.part, &self.target)?;
+        self.commit_plain()?;
         let _ = fs::remove_file(&self.meta);
         Ok(())
+    }
+
+    /// [`PartFile::commit`] for a part written without metadata (nothing
+    /// to remove beside it).
+    ///
+    /// # Errors
+    ///
+    /// The rename's error.
+    pub fn commit_plain(&self) -> io::Result<()> {
+        fs::rename(&self.part, &self.target)
     }
 
     /// Removes the part and its metadata.

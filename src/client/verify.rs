@@ -1,13 +1,16 @@
-//! [`GrowingHash`]: BLAKE3 of a file computed on a thread of its own while
-//! the file is still being written, so verification runs beside the
-//! receive instead of after it, and a resumed prefix is hashed while new
-//! bytes already arrive.
+//! Hashing beside the receive, on a thread of its own, so verification
+//! does not slow a download down.
 //!
-//! The thread maps each newly written stretch of the file read-only and
-//! hashes it straight from the page cache: no copy into a buffer.
+//! * [`GrowingHash`] follows a file as it is written (the splice path): it
+//!   maps the file once, read-only, and hashes each newly written stretch
+//!   straight from the page cache, with no copy. A resumed prefix is hashed
+//!   while new bytes already arrive.
+//! * [`StreamHash`] hashes buffers handed over by the receiver (the stdout
+//!   path), returning them to a small pool.
 
 use std::fs::File;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread;
 
@@ -15,55 +18,79 @@ use tokio::sync::oneshot;
 
 use crate::protocol::HASH_LEN;
 
-/// Largest stretch mapped at once.
-const MAP_CHUNK: u64 = 8 * 1024 * 1024;
+/// The writer tells the hasher about progress only in steps this large:
+/// fewer wake-ups, and the hasher still trails the writer closely.
+const NOTIFY_STEP: u64 = 4 * 1024 * 1024;
 
-enum Msg {
-    /// Bytes `[0, n)` of the file are written.
-    WrittenUpTo(u64),
-}
+/// Largest stretch hashed between checks for news from the writer.
+const HASH_STEP: u64 = 4 * 1024 * 1024;
 
 /// A hash that follows a file as it grows.
 #[derive(Debug)]
 pub struct GrowingHash {
-    tx: Option<mpsc::Sender<Msg>>,
+    tx: Option<mpsc::Sender<u64>>,
+    told: AtomicU64,
     result: oneshot::Receiver<io::Result<[u8; HASH_LEN]>>,
 }
 
 impl GrowingHash {
-    /// Starts hashing `file`, whose first `already` bytes are written.
+    /// Starts hashing `file`, which will grow to `size` bytes and whose
+    /// first `already` bytes are written.
     ///
     /// # Errors
     ///
-    /// If the thread cannot be spawned.
-    pub fn start(file: File, already: u64) -> io::Result<Self> {
+    /// If the file cannot be mapped or the thread cannot be spawned.
+    pub fn start(file: File, already: u64, size: u64) -> io::Result<Self> {
+        let len = usize::try_from(size).map_err(io::Error::other)?;
+        // One mapping of the whole final size, made now: mapping past the end
+        // of the file is allowed, and the thread only ever touches bytes the
+        // writer has reported written (touching beyond the end would be
+        // SIGBUS). The part file is locked against other ferry processes.
+        // SAFETY: read-only mapping of our own, locked part file; only
+        // written bytes are read.
+        let map = if len > 0 {
+            let map = unsafe { memmap2::MmapOptions::new().len(len).map(&file)? };
+            let _ = map.advise(memmap2::Advice::Sequential);
+            Some(map)
+        } else {
+            None
+        };
         let (tx, rx) = mpsc::channel();
         let (done_tx, result) = oneshot::channel();
         thread::Builder::new()
             .name("ferry-hash".into())
             .spawn(move || {
-                let _ = done_tx.send(hash_as_written(&file, already, &rx));
+                let _ = done_tx.send(hash_as_written(map.as_deref().unwrap_or(&[]), already, &rx));
             })?;
         Ok(GrowingHash {
             tx: Some(tx),
+            told: AtomicU64::new(already),
             result,
         })
     }
 
     /// Tells the hasher that bytes `[0, n)` are now written.
     pub fn advance(&self, n: u64) {
-        if let Some(tx) = &self.tx {
-            let _ = tx.send(Msg::WrittenUpTo(n));
+        if n >= self.told.load(Ordering::Relaxed) + NOTIFY_STEP {
+            self.tell(n);
         }
     }
 
-    /// Waits for the hash of the file's first `total` bytes.
+    fn tell(&self, n: u64) {
+        self.told.store(n, Ordering::Relaxed);
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(n);
+        }
+    }
+
+    /// Waits for the hash of the file's first `total` bytes (all of which
+    /// must be written).
     ///
     /// # Errors
     ///
-    /// A read or mapping error of the hashing thread.
+    /// If the hashing thread failed.
     pub async fn finish(mut self, total: u64) -> io::Result<[u8; HASH_LEN]> {
-        self.advance(total);
+        self.tell(total);
         drop(self.tx.take());
         self.result
             .await
@@ -72,41 +99,30 @@ impl GrowingHash {
 }
 
 fn hash_as_written(
-    file: &File,
+    map: &[u8],
     already: u64,
-    rx: &mpsc::Receiver<Msg>,
+    rx: &mpsc::Receiver<u64>,
 ) -> io::Result<[u8; HASH_LEN]> {
-    let page = rustix::param::page_size() as u64;
     let mut hasher = blake3::Hasher::new();
     let mut hashed = 0u64;
     let mut written = already;
     loop {
         while hashed < written {
-            let end = written.min(hashed + MAP_CHUNK);
-            let start = hashed - hashed % page;
-            let skip = (hashed - start) as usize;
-            let len = usize::try_from(end - start).map_err(io::Error::other)?;
-            // SAFETY: the mapping is read-only and covers bytes already
-            // written to our own part file, which nothing truncates while
-            // the download runs.
-            let map = unsafe {
-                memmap2::MmapOptions::new()
-                    .offset(start)
-                    .len(len)
-                    .populate()
-                    .map(file)?
-            };
-            hasher.update(&map[skip..]);
+            let end = written.min(hashed + HASH_STEP);
+            let range = usize::try_from(hashed).map_err(io::Error::other)?
+                ..usize::try_from(end).map_err(io::Error::other)?;
+            let chunk = map
+                .get(range)
+                .ok_or_else(|| io::Error::other("written past the announced size"))?;
+            hasher.update(chunk);
             hashed = end;
-        }
-        // Wait for more; take the newest position if several queued up.
-        match rx.recv() {
-            Ok(Msg::WrittenUpTo(n)) => {
+            // Take news without waiting, to hash up to the newest position.
+            while let Ok(n) = rx.try_recv() {
                 written = written.max(n);
-                while let Ok(Msg::WrittenUpTo(n)) = rx.try_recv() {
-                    written = written.max(n);
-                }
             }
+        }
+        match rx.recv() {
+            Ok(n) => written = written.max(n),
             Err(_) => break,
         }
     }
@@ -203,7 +219,7 @@ mod tests {
         let mut f = File::create(&p).unwrap();
         let data: Vec<u8> = (0..20_000_000u32).map(|i| (i * 7 % 253) as u8).collect();
         f.write_all(&data[..5000]).unwrap();
-        let h = GrowingHash::start(File::open(&p).unwrap(), 5000).unwrap();
+        let h = GrowingHash::start(File::open(&p).unwrap(), 5000, data.len() as u64).unwrap();
         let mut pos = 5000;
         for chunk in data[5000..].chunks(3_000_001) {
             f.write_all(chunk).unwrap();
@@ -233,7 +249,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
         File::create(&p).unwrap();
-        let h = GrowingHash::start(File::open(&p).unwrap(), 0).unwrap();
+        let h = GrowingHash::start(File::open(&p).unwrap(), 0, 0).unwrap();
         assert_eq!(h.finish(0).await.unwrap(), *blake3::hash(b"").as_bytes());
     }
 }
