@@ -1,0 +1,1293 @@
+#!/usr/bin/env python3
+"""ferry's benchmark driver: runs every scenario against ferry and its peers
+(iperf3, netcat, nginx + curl, python -m http.server, rsync) on this machine
+and prints one markdown table. bench/run.sh installs the peers, builds ferry
+and then runs this; see bench/README.md for what each scenario measures.
+
+Progress goes to stderr; the table (and a few lines under it) to stdout and
+to bench/out/latest.md. Every process it starts is in its own process group
+and is killed on exit; every namespace it creates is deleted.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import datetime
+import json
+import mmap
+import os
+import random
+import re
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+DATA = BENCH / "data"
+OUT = BENCH / "out"
+LOGS = OUT / "logs"
+FERRY = Path(os.environ.get("FB_FERRY", ROOT / "target" / "release" / "ferry"))
+PY = sys.executable or "python3"
+
+
+def env_int(name: str, default: int) -> int:
+    v = os.environ.get(name, "")
+    return int(v) if v.strip() else default
+
+
+def env_float(name: str, default: float) -> float:
+    v = os.environ.get(name, "")
+    return float(v) if v.strip() else default
+
+
+# ---------------------------------------------------------------- settings
+N = env_int("FB_N", 5)  # runs per cell; the table shows the median
+BIG_MIB = env_int("FB_BIG_MIB", 1024)  # scenario 1 file
+TREE_FILES = env_int("FB_TREE_FILES", 2000)  # scenario 2
+TREE_KIB = env_int("FB_TREE_KIB", 4)
+CLIENTS = env_int("FB_CLIENTS", 100)  # scenario 3
+CLIENT_MIB = env_int("FB_CLIENT_MIB", 10)
+IDLE = env_int("FB_IDLE", 1000)  # scenario 4
+IDLE_DL = env_int("FB_IDLE_DL", 10)
+MID_MIB = env_int("FB_MID_MIB", 100)  # scenarios 4 and 5
+LOSSY_N = env_int("FB_LOSSY_N", N)
+LOSSY_SECS = env_float("FB_LOSSY_SECS", 6.0)  # each lossy-link run is cut off here
+LOSSY_DELAY_MS = env_float("FB_LOSSY_DELAY_MS", 25.0)  # one way: RTT is twice this
+LOSSY_LOSS_PCT = env_float("FB_LOSSY_LOSS_PCT", 0.5)  # each way
+LOSSY_CC = os.environ.get("FB_LOSSY_CC", "cubic")  # congestion control inside the namespaces
+LOSSY_EMU = os.environ.get("FB_LOSSY_EMU", "auto")  # auto | netem | linkem
+SCENARIOS = {s.strip() for s in os.environ.get("FB_SCENARIOS", "1,2,3,4,5").split(",") if s.strip()}
+TMPFS = Path(os.environ.get("FB_TMPFS", "/dev/shm"))
+TIMEOUT = env_float("FB_TIMEOUT", 120.0)  # any single client command
+NGINX_WORKERS = os.environ.get("FB_NGINX_WORKERS", "auto")
+
+MiB = 1 << 20
+GiB = 1 << 30
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- processes
+PROCS: list[subprocess.Popen] = []
+NETNS: list[str] = []
+CLEANUP_PATHS: list[Path] = []
+FINAL_PATHS: list[Path] = []  # removed when the benchmark ends
+
+
+def spawn(cmd, **kw) -> subprocess.Popen:
+    """Starts a long-running helper (a server) in its own process group."""
+    kw.setdefault("stdin", subprocess.DEVNULL)
+    p = subprocess.Popen([str(c) for c in cmd], start_new_session=True, **kw)
+    PROCS.append(p)
+    return p
+
+
+def stop(p: subprocess.Popen) -> None:
+    if p.poll() is not None:
+        return
+    try:
+        os.killpg(p.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        p.wait(timeout=3)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.wait(timeout=3)
+
+
+def cleanup() -> None:
+    for p in reversed(PROCS):
+        try:
+            stop(p)
+        except Exception as e:  # noqa: BLE001 - keep cleaning up
+            log(f"cleanup: {e}")
+    PROCS.clear()
+    for ns in NETNS:
+        subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL, timeout=10)
+    NETNS.clear()
+    for p in CLEANUP_PATHS:
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def final_cleanup() -> None:
+    cleanup()
+    for p in FINAL_PATHS:
+        shutil.rmtree(p, ignore_errors=True)
+
+
+atexit.register(final_cleanup)
+
+
+def _on_signal(signum, _frame):
+    log(f"signal {signum}: cleaning up")
+    raise SystemExit(128 + signum)
+
+
+for _s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    signal.signal(_s, _on_signal)
+
+
+@dataclass
+class Run:
+    elapsed: float
+    rc: int
+    cpu: float  # user + system seconds of the command and its children
+
+
+def run_timed(cmd, *, stdout=subprocess.DEVNULL, timeout: float = TIMEOUT, prefix=(), expect=(0,)) -> Run:
+    """Runs a client command under `timeout`, returning wall time, exit status and CPU."""
+    p = start_client(cmd, stdout=stdout, timeout=timeout, prefix=prefix)
+    return finish_client(p, expect)
+
+
+def start_client(cmd, *, stdout=subprocess.DEVNULL, timeout: float = TIMEOUT, prefix=()):
+    full = [*prefix, "timeout", "-k", "2", f"{timeout:g}", *map(str, cmd)]
+    err = open(LOGS / "clients.err", "ab")
+    t0 = time.perf_counter()
+    p = subprocess.Popen(full, stdout=stdout, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True)
+    err.close()
+    p._bench_t0 = t0  # type: ignore[attr-defined]
+    p._bench_cmd = full  # type: ignore[attr-defined]
+    return p
+
+
+def finish_client(p, expect=(0,)) -> Run:
+    # Python's own safety net, beyond `timeout`: never wait forever.
+    guard = threading.Timer(TIMEOUT + 30, lambda: _kill_group(p.pid))
+    guard.start()
+    try:
+        _, status, ru = os.wait4(p.pid, 0)
+    finally:
+        guard.cancel()
+    elapsed = time.perf_counter() - p._bench_t0
+    rc = os.waitstatus_to_exitcode(status)
+    p.returncode = rc
+    if rc not in expect:
+        log(f"  exit {rc}: {' '.join(p._bench_cmd)} (see bench/out/logs/clients.err)")
+    return Run(elapsed, rc, ru.ru_utime + ru.ru_stime)
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def listening(pid: int, port: int) -> bool:
+    """Whether the network namespace of `pid` has a TCP listener on `port`."""
+    for name in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/{pid}/net/{name}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:
+                return True
+    return False
+
+
+def wait_listening(p: subprocess.Popen, port: int, what: str, timeout: float = 10) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if p.poll() is not None:
+            raise RuntimeError(f"{what} exited with {p.returncode} before listening (logs in bench/out/logs)")
+        if listening(p.pid, port):
+            return
+        time.sleep(0.01)
+    raise RuntimeError(f"{what} did not listen on port {port} within {timeout} s")
+
+
+def proc_cpu(pids) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # utime, stime, and cutime, cstime: children that exited and were
+        # waited for (rsync's per-connection processes).
+        total += int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])
+    return total / CLK_TCK
+
+
+def proc_status_kib(pids, key: str) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith(key + ":"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                f = Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(f[1]) == pid:
+                out.append(int(d))
+    return out
+
+
+# ---------------------------------------------------------------- page cache
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+
+
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+
+
+def _mincore_fraction(path: Path, size: int) -> float:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        addr = _libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        if addr in (None, ctypes.c_void_p(-1).value):
+            return 0.0
+        try:
+            pages = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE
+            vec = (ctypes.c_ubyte * pages)()
+            if _libc.mincore(addr, size, vec) != 0:
+                return 0.0
+            return 1.0 - bytes(vec).count(0) / pages
+        finally:
+            _libc.munmap(addr, size)
+    finally:
+        os.close(fd)
+
+
+def warm(paths) -> None:
+    """Makes sure every file is wholly in the page cache (reads it if not)."""
+    buf = bytearray(8 * MiB)
+    for p in paths:
+        if _mincore_fraction(p, p.stat().st_size) >= 0.999:
+            continue
+        with open(p, "rb", buffering=0) as f:
+            while f.readinto(buf):
+                pass
+
+
+def settle_writeback() -> None:
+    """Keeps dirty pages from earlier runs out of the next run's time."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("Dirty:") and int(line.split()[1]) > 256 * 1024:
+            os.sync()
+            return
+
+
+def rm(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+# ---------------------------------------------------------------- data
+def make_data() -> dict:
+    """Creates the data under bench/data (random content, so nothing
+    compresses or dedups). Names carry the sizes, so runs with other sizes
+    (small development runs) do not throw the full-size data away."""
+    DATA.mkdir(parents=True, exist_ok=True)
+    files = {
+        "big": DATA / f"big-{BIG_MIB}M.bin",
+        "mid": DATA / f"mid-{MID_MIB}M.bin",
+        "clients": [DATA / f"clients-{CLIENTS}x{CLIENT_MIB}M" / f"c{i:03d}.bin" for i in range(CLIENTS)],
+        "tree": DATA / f"tree-{TREE_FILES}x{TREE_KIB}K",
+    }
+
+    def random_file(path: Path, size: int) -> None:
+        if path.exists() and path.stat().st_size == size:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            left = size
+            while left:
+                n = min(left, 16 * MiB)
+                f.write(os.urandom(n))
+                left -= n
+        tmp.rename(path)
+
+    log("making data (only what is missing)")
+    random_file(files["big"], BIG_MIB * MiB)
+    random_file(files["mid"], MID_MIB * MiB)
+    for p in files["clients"]:
+        random_file(p, CLIENT_MIB * MiB)
+    tree = files["tree"]
+    done = tree.with_name(tree.name + ".complete")  # beside the tree, so the tools do not copy it
+    if not done.exists():
+        rm(tree)
+        # A few subdirectories, two levels deep: d0..d3, each with s0, s1.
+        leaves = [tree / f"d{a}" / f"s{b}" for a in range(4) for b in range(2)]
+        for leaf in leaves:
+            leaf.mkdir(parents=True)
+        blob = os.urandom(TREE_FILES * TREE_KIB * 1024)
+        for i in range(TREE_FILES):
+            leaf = leaves[i % len(leaves)]
+            (leaf / f"f{i:05d}.dat").write_bytes(blob[i * TREE_KIB * 1024 : (i + 1) * TREE_KIB * 1024])
+        done.write_text("")
+    files["tree_files"] = sorted(p for p in tree.rglob("*") if p.is_file())
+    return files
+
+
+def rel(p: Path) -> str:
+    """A data file's path as the servers see it."""
+    return p.relative_to(DATA).as_posix()
+
+
+# ---------------------------------------------------------------- servers
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen
+    host: str
+    port: int
+    pids: list[int] = field(default_factory=list)
+    tmp: Path | None = None
+
+    @property
+    def hostport(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def cpu(self) -> float:
+        return proc_cpu(self.all_pids())
+
+    def all_pids(self) -> list[int]:
+        """The server's processes: nginx's workers may be (re)started."""
+        if self.name == "nginx":
+            return [self.proc.pid] + children(self.proc.pid)
+        return self.pids
+
+    def stop(self) -> None:
+        stop(self.proc)
+        if self.tmp:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def ns_prefix(netns: str | None) -> list[str]:
+    return ["ip", "netns", "exec", netns] if netns else []
+
+
+def logfile(name: str):
+    return open(LOGS / f"{name}.log", "ab")
+
+
+def start_ferry(root: Path, *, host="127.0.0.1", netns=None, extra=()) -> Server:
+    env = dict(os.environ, RUST_LOG=os.environ.get("FB_RUST_LOG", "warn"))
+    p = spawn(
+        [*ns_prefix(netns), FERRY, "serve", root, "--port", "0", "--bind", host, *extra],
+        stdout=subprocess.PIPE,
+        stderr=logfile("ferry-serve"),
+        env=env,
+    )
+    ready, _, _ = select.select([p.stdout], [], [], 10)
+    line = p.stdout.readline().decode(errors="replace").strip() if ready else ""
+    m = re.search(r" on (\S+?)(?: \(|$)", line)
+    if not m:
+        raise RuntimeError(f"ferry serve did not print its address (got {line!r})")
+    port = int(m.group(1).rsplit(":", 1)[1])
+    return Server("ferry", p, host, port, [p.pid])
+
+
+def start_nginx(root: Path, *, host="127.0.0.1", netns=None) -> Server:
+    tmp = Path(tempfile.mkdtemp(prefix="nginx-", dir=OUT))
+    CLEANUP_PATHS.append(tmp)
+    port = free_port() if not netns else random.randint(20000, 40000)
+    conf = tmp / "nginx.conf"
+    conf.write_text(
+        f"""# Minimal static file server for the benchmark (written by bench/bench.py).
+user root;
+worker_processes {NGINX_WORKERS};
+worker_rlimit_nofile 65536;
+daemon off;
+master_process on;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+    client_body_temp_path {tmp}/client_body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    default_type application/octet-stream;
+    server {{
+        listen {host}:{port} backlog=4096;
+        root {root};
+        location / {{ }}
+    }}
+}}
+"""
+    )
+    p = spawn(
+        [*ns_prefix(netns), "nginx", "-c", conf, "-p", tmp, "-e", tmp / "error.log"],
+        stdout=logfile("nginx"),
+        stderr=subprocess.STDOUT,
+    )
+    wait_listening(p, port, "nginx")
+    time.sleep(0.05)
+    pids = [p.pid] + children(p.pid)
+    return Server("nginx", p, host, port, pids, tmp)
+
+
+def start_pyhttp(root: Path) -> Server:
+    port = free_port()
+    p = spawn(
+        [PY, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", root],
+        stdout=logfile("pyhttp"),
+        stderr=subprocess.STDOUT,
+    )
+    wait_listening(p, port, "python -m http.server")
+    return Server("pyhttp", p, "127.0.0.1", port, [p.pid])
+
+
+def start_rsyncd(root: Path) -> Server:
+    tmp = Path(tempfile.mkdtemp(prefix="rsyncd-", dir=OUT))
+    CLEANUP_PATHS.append(tmp)
+    port = free_port()
+    conf = tmp / "rsyncd.conf"
+    conf.write_text(
+        f"""port = {port}
+address = 127.0.0.1
+pid file = {tmp}/rsyncd.pid
+log file = {tmp}/rsyncd.log
+use chroot = no
+[bench]
+    path = {root}
+    read only = yes
+    uid = root
+    gid = root
+"""
+    )
+    p = spawn(["rsync", "--daemon", "--no-detach", f"--config={conf}"], stdout=logfile("rsyncd"), stderr=subprocess.STDOUT)
+    wait_listening(p, port, "rsync --daemon")
+    return Server("rsyncd", p, "127.0.0.1", port, [p.pid], tmp)
+
+
+def start_iperf3() -> Server:
+    port = free_port()
+    p = spawn(["iperf3", "-s", "-B", "127.0.0.1", "-p", port], stdout=logfile("iperf3"), stderr=subprocess.STDOUT)
+    wait_listening(p, port, "iperf3 -s")
+    return Server("iperf3", p, "127.0.0.1", port, [p.pid])
+
+
+# ---------------------------------------------------------------- results
+@dataclass
+class Cell:
+    scen: str  # "1", "2", ...
+    what: str  # scenario description, first row of a scenario only
+    tool: str
+    into: str
+    unit: str  # "GB/s", "files/s", "MiB", "MB/s"
+    group: str  # rows with the same group compare against the group's ferry row
+    ref: bool = False  # the ferry row of its group
+    values: list[float] = field(default_factory=list)
+    failed: int = 0
+    note: str = ""
+    srv_cpu: float = 0.0
+    srv_bytes: int = 0
+    cli_cpu: float = 0.0
+    cli_bytes: int = 0
+    extra: str = ""  # shown after the median (e.g. seconds)
+    cpu_per: str = "GiB"  # CPU columns: seconds per GiB, or µs per "file" (then *_bytes count files)
+
+    def median(self) -> float | None:
+        return statistics.median(self.values) if self.values else None
+
+
+CELLS: list[Cell] = []
+SKIPS: list[str] = []
+NOTES: list[str] = []
+
+
+def cell(*args, **kw) -> Cell:
+    c = Cell(*args, **kw)
+    CELLS.append(c)
+    return c
+
+
+def record(c: Cell, value: float | None, *, srv_cpu=0.0, srv_bytes=0, cli_cpu=0.0, cli_bytes=0, label="") -> None:
+    if value is None:
+        c.failed += 1
+        log(f"  {c.tool} -> {c.into}: FAILED")
+        return
+    c.values.append(value)
+    c.srv_cpu += srv_cpu
+    c.srv_bytes += srv_bytes
+    c.cli_cpu += cli_cpu
+    c.cli_bytes += cli_bytes
+    log(f"  {c.tool} -> {c.into}: {fmt(value, c.unit)}{label}")
+
+
+def fmt(v: float, unit: str) -> str:
+    if unit in ("GB/s",):
+        return f"{v:.2f} {unit}"
+    if unit in ("MB/s",):
+        return f"{v:.2f} {unit}" if v < 10 else f"{v:.1f} {unit}"
+    if unit == "files/s":
+        return f"{v:,.0f} {unit}"
+    if unit == "MiB":
+        return f"{v:.1f} {unit}"
+    return f"{v:.3g} {unit}"
+
+
+def rotated(items: list, r: int) -> list:
+    """The round's order: rotate so no tool always runs first (after a sync, a
+    server start...), alternating the tools within each round."""
+    k = r % len(items) if items else 0
+    return items[k:] + items[:k]
+
+
+# ---------------------------------------------------------------- scenario 1
+def scenario1(files) -> None:
+    big = files["big"]
+    size = big.stat().st_size
+    have_no_verify = b"--no-verify" in subprocess.run([FERRY, "get", "--help"], capture_output=True, timeout=10).stdout
+    webroot = DATA
+    disk = OUT / "s1"
+    shm = TMPFS / f"ferry-bench-{os.getpid()}"
+    CLEANUP_PATHS.append(shm)
+    disk.mkdir(parents=True, exist_ok=True)
+    shm.mkdir(parents=True, exist_ok=True)
+    desc = f"1 file of {size // MiB} MiB, page cache warm, loopback"
+
+    nginx = start_nginx(webroot)
+    pyhttp = start_pyhttp(webroot)
+    ferry = start_ferry(webroot)
+    iperf = start_iperf3()
+    # One download before timing, so the server's hash of the file is cached
+    # (as it is for any file served more than once); the "hash not cached"
+    # row measures the first download.
+    run_timed([FERRY, "get", "-q", ferry.hostport, rel(big), "-o", "-"])
+
+    dests = {"ext4 file": disk, "/dev/null": None, f"tmpfs ({TMPFS})": shm}
+    runs = []  # (cell, function returning (value, srv_cpu, srv_bytes, cli_cpu)
+
+    def add(c: Cell, fn) -> None:
+        runs.append((c, fn))
+
+    first = True
+
+    def mk(tool, into, group, ref=False, unit="GB/s"):
+        nonlocal first
+        c = cell("1", desc if first else "", tool, into, unit, group, ref)
+        first = False
+        return c
+
+    def iperf_fn(zero: bool):
+        def fn():
+            cmd = ["iperf3", "-c", "127.0.0.1", "-p", iperf.port, "-n", size, "-J"] + (["-Z"] if zero else [])
+            with tempfile.TemporaryFile() as out:
+                r = run_timed(cmd, stdout=out)
+                out.seek(0)
+                try:
+                    end = json.load(out)["end"]["sum_received"]
+                    return end["bytes"] / end["seconds"] / 1e9, 0.0, 0, r.cpu
+                except (ValueError, KeyError):
+                    return None, 0, 0, 0
+
+        return fn
+
+    add(mk("iperf3 (memory to memory: the link's limit)", "memory", "/dev/null"), iperf_fn(False))
+    add(mk("iperf3 -Z (sendfile)", "memory", "/dev/null"), iperf_fn(True))
+
+    def target(dest: Path | None, name: str) -> Path:
+        return dest / name if dest else Path("/dev/null")
+
+    def check(dest: Path | None, path: Path, r: Run) -> bool:
+        if r.rc != 0:
+            return False
+        if dest is None:
+            return True
+        ok = path.exists() and path.stat().st_size == size
+        rm(path)
+        return ok
+
+    def nc_fn(dest):
+        def fn():
+            port = free_port()
+            with open(big, "rb") as src:
+                srv = subprocess.Popen(
+                    ["timeout", "60", "nc", "-N", "-l", "127.0.0.1", str(port)],
+                    stdin=src,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            PROCS.append(srv)
+            try:
+                wait_listening(srv, port, "nc -l")
+                out = target(dest, "big.nc")
+                with open(out, "wb") as f:
+                    r = run_timed(["nc", "127.0.0.1", port], stdout=f)
+                srv.wait(timeout=10)
+            finally:
+                stop(srv)
+            return (r.elapsed, r.cpu) if check(dest, out, r) else (None, 0)
+
+        return lambda: _rate(fn, size, None)
+
+    def curl_fn(server: Server, dest):
+        def fn():
+            out = target(dest, "big.curl")
+            r = run_timed(["curl", "-sSf", "-o", out, f"http://{server.hostport}/{rel(big)}"])
+            return (r.elapsed, r.cpu) if check(dest, out, r) else (None, 0)
+
+        return lambda: _rate(fn, size, server)
+
+    def ferry_fn(dest, extra=(), fresh_server=False):
+        def fn():
+            srv = start_ferry(webroot) if fresh_server else ferry
+            try:
+                if dest is None:
+                    with open("/dev/null", "wb") as devnull:
+                        r = run_timed([FERRY, "get", "-q", *extra, srv.hostport, rel(big), "-o", "-"], stdout=devnull)
+                    out = None
+                else:
+                    out = dest / big.name
+                    r = run_timed([FERRY, "get", "-q", *extra, srv.hostport, rel(big), "-o", dest])
+                if not check(dest, out, r):
+                    return None, 0
+                if fresh_server:
+                    return r.elapsed, r.cpu, srv.cpu()  # all it did: hash + send
+                return r.elapsed, r.cpu
+            finally:
+                if fresh_server:
+                    srv.stop()
+
+        return lambda: _rate(fn, size, None if fresh_server else ferry)
+
+    for into, dest in dests.items():
+        add(mk("nc (netcat-openbsd)", into, into), nc_fn(dest))
+        add(mk("nginx + curl", into, into), curl_fn(nginx, dest))
+        add(mk("python3 -m http.server + curl", into, into), curl_fn(pyhttp, dest))
+        if dest is None:
+            add(mk("ferry get -o - > /dev/null", into, into, ref=True), ferry_fn(None))
+        else:
+            add(mk("ferry get -q", into, into, ref=True), ferry_fn(dest))
+    if have_no_verify:
+        add(mk("ferry get -q --no-verify", "ext4 file", "ext4 file"), ferry_fn(disk, ["--no-verify"]))
+    add(mk("ferry get -q, server hash not cached (first download)", "ext4 file", "ext4 file"), ferry_fn(disk, fresh_server=True))
+
+    for r in range(N):
+        log(f"scenario 1, round {r + 1}/{N}")
+        for c, fn in rotated(runs, r):
+            warm([big])
+            settle_writeback()
+            value, srv_cpu, srv_bytes, cli_cpu = fn()
+            record(c, value, srv_cpu=srv_cpu, srv_bytes=srv_bytes, cli_cpu=cli_cpu, cli_bytes=size if value else 0)
+    for s in (nginx, pyhttp, ferry, iperf):
+        s.stop()
+    rm(shm)
+
+
+def _rate(fn, size: int, server: Server | None):
+    """Runs one transfer; returns (GB/s, server CPU s, bytes, client CPU s)."""
+    before = server.cpu() if server else 0.0
+    res = fn()
+    if res[0] is None:
+        return None, 0, 0, 0
+    if len(res) == 3:  # the function measured its own server
+        elapsed, cli_cpu, srv = res
+        return size / elapsed / 1e9, srv, size, cli_cpu
+    elapsed, cli_cpu = res
+    srv = (server.cpu() - before) if server else 0.0
+    return size / elapsed / 1e9, srv, (size if server else 0), cli_cpu
+
+
+# ---------------------------------------------------------------- scenario 2
+def scenario2(files) -> None:
+    tree = files["tree"]
+    tree_files = files["tree_files"]
+    nfiles = len(tree_files)
+    have_no_verify = b"--no-verify" in subprocess.run([FERRY, "get", "--help"], capture_output=True, timeout=10).stdout
+    out = OUT / "s2"
+    rm(out)
+    out.mkdir(parents=True)
+    # Every run writes into a directory of its own, and all of them are
+    # deleted only when the benchmark ends: this ext4 may run without a
+    # journal, and then creating a file scans past every inode deleted in
+    # the last minute or more (ext4 `recently_deleted`), so deleting one
+    # run's 2,000 files would slow the next run's creates several-fold.
+    FINAL_PATHS.append(out)
+    desc = f"tree: {nfiles} files of {TREE_KIB} KiB in 8 subdirs"
+
+    nginx = start_nginx(DATA)
+    rsyncd = start_rsyncd(tree)
+    ferry = start_ferry(DATA)
+
+    def verify_tree(root: Path) -> bool:
+        got = sum(1 for p in root.rglob("*") if p.is_file() and not p.name.endswith((".part", ".meta")))
+        if got != nfiles:
+            log(f"  expected {nfiles} files under {root}, found {got}")
+        return got == nfiles
+
+    def curl_cmd(root: Path) -> list:
+        kfile = out / f"{root.name}.curl"
+        kfile.write_text("".join(
+            f'url = "http://{nginx.hostport}/{rel(p)}"\noutput = "{root / rel(p)}"\n' for p in tree_files))
+        return ["curl", "-sSf", "--create-dirs", "-K", kfile]
+
+    runs = []
+    first = True
+
+    def add(tool, server: Server, make_cmd, ref=False):
+        nonlocal first
+        c = cell("2", desc if first else "", tool, "ext4 dir", "files/s", "tree", ref, cpu_per="file")
+        first = False
+        runs.append((c, server, make_cmd))
+
+    add("nginx + curl, one keep-alive connection (-K list)", nginx, curl_cmd)
+    add("rsync daemon, rsync -a", rsyncd, lambda root: ["rsync", "-a", f"rsync://{rsyncd.hostport}/bench/", root])
+    add("ferry get -r", ferry, lambda root: [FERRY, "get", "-q", "-r", ferry.hostport, rel(tree), "-o", root], ref=True)
+    if have_no_verify:
+        add("ferry get -r --no-verify", ferry,
+            lambda root: [FERRY, "get", "-q", "-r", "--no-verify", ferry.hostport, rel(tree), "-o", root])
+    # One untimed round first: it takes the hit of inodes freed shortly before
+    # (an earlier run's clean-up) and warms every server.
+    for i, (_, _, make_cmd) in enumerate(runs):
+        run_timed(make_cmd(out / f"t{i}warmup"))
+    for r in range(N):
+        log(f"scenario 2, round {r + 1}/{N}")
+        for i, (c, server, make_cmd) in rotated(list(enumerate(runs)), r):
+            root = out / f"t{i}r{r}"
+            cmd = make_cmd(root)
+            warm(tree_files)
+            settle_writeback()
+            before = server.cpu()
+            run = run_timed(cmd)
+            srv = server.cpu() - before
+            if run.rc == 0 and verify_tree(root):
+                value = nfiles / run.elapsed
+                record(c, value, srv_cpu=srv, srv_bytes=nfiles, cli_cpu=run.cpu, cli_bytes=nfiles,
+                       label=f" ({run.elapsed:.2f} s)")
+            else:
+                record(c, None)
+    for c, _, _ in runs:
+        m = c.median()
+        if m:
+            c.extra = f"{nfiles / m:.2f} s"
+    for s in (nginx, rsyncd, ferry):
+        s.stop()
+
+
+# ---------------------------------------------------------------- scenario 3
+def scenario3(files) -> None:
+    cfiles = files["clients"]
+    size = CLIENT_MIB * MiB
+    total = size * len(cfiles)
+    out = OUT / "s3"
+    rm(out)
+    out.mkdir(parents=True)
+    desc = f"{len(cfiles)} clients at once, {CLIENT_MIB} MiB each (distinct files), aggregate"
+    nginx = start_nginx(DATA)
+    ferry = start_ferry(DATA)
+    run_timed([FERRY, "get", "-q", ferry.hostport, *[rel(p) for p in cfiles], "-o", out / "warmup"])
+    rm(out / "warmup")
+
+    def crowd(server: Server, make_cmd, tool: str):
+        def fn():
+            dirs = [out / tool / str(i) for i in range(len(cfiles))]
+            for d in dirs:
+                d.mkdir(parents=True, exist_ok=True)
+            before = server.cpu()
+            t0 = time.perf_counter()
+            procs = [start_client(make_cmd(p, d)) for p, d in zip(cfiles, dirs)]
+            runs = [finish_client(p) for p in procs]
+            elapsed = time.perf_counter() - t0
+            srv = server.cpu() - before
+            ok = all(r.rc == 0 for r in runs) and all(
+                (d / p.name).exists() and (d / p.name).stat().st_size == size for p, d in zip(cfiles, dirs)
+            )
+            rm(out / tool)
+            if not ok:
+                return None, 0, 0, 0
+            return total / elapsed / 1e9, srv, total, sum(r.cpu for r in runs)
+
+        return fn
+
+    c_nginx = cell("3", desc, f"nginx + {len(cfiles)} curl", "ext4 files", "GB/s", "crowd")
+    c_ferry = cell("3", "", f"ferry serve + {len(cfiles)} ferry get -q", "ext4 files", "GB/s", "crowd", True)
+    runs = [
+        (c_nginx, crowd(nginx, lambda p, d: ["curl", "-sSf", "-o", d / p.name, f"http://{nginx.hostport}/{rel(p)}"], "curl")),
+        (c_ferry, crowd(ferry, lambda p, d: [FERRY, "get", "-q", ferry.hostport, rel(p), "-o", d], "ferry")),
+    ]
+    for r in range(N):
+        log(f"scenario 3, round {r + 1}/{N}")
+        for c, fn in rotated(runs, r):
+            warm(cfiles)
+            settle_writeback()
+            value, srv_cpu, srv_bytes, cli_cpu = fn()
+            record(c, value, srv_cpu=srv_cpu, srv_bytes=srv_bytes, cli_cpu=cli_cpu, cli_bytes=total if value else 0)
+    nginx.stop()
+    ferry.stop()
+
+
+# ---------------------------------------------------------------- scenario 4
+def open_idle(host: str, port: int, count: int) -> list[socket.socket]:
+    """Opens `count` connections: half send nothing, half a partial header
+    (ferry: 3 of the 8 magic bytes; HTTP: an unfinished request line)."""
+    socks = []
+    for i in range(count):
+        s = socket.create_connection((host, port), timeout=5)
+        if i % 2:
+            s.sendall(PARTIAL[port])
+        socks.append(s)
+    return socks
+
+
+PARTIAL: dict[int, bytes] = {}
+
+
+def still_open(socks) -> int:
+    """How many idle connections the server has not closed."""
+    # Readable means the server closed it (EOF or reset) or answered with an
+    # error frame before closing: either way it no longer waits.
+    closed = 0
+    for s in socks:
+        r, _, _ = select.select([s], [], [], 0)
+        closed += bool(r)
+    return len(socks) - closed
+
+
+def scenario4(files) -> None:
+    mid = files["mid"]
+    size = mid.stat().st_size
+    total = size * IDLE_DL
+    out = OUT / "s4"
+    rm(out)
+    out.mkdir(parents=True)
+    desc = f"{IDLE} idle connections + {IDLE_DL} downloads of {size // MiB} MiB at once"
+
+    def one(tool: str):
+        if tool == "ferry":
+            server = start_ferry(DATA, extra=["--idle-timeout", "120"])
+            PARTIAL[server.port] = b"\x89FE"
+            cmd = lambda d: [FERRY, "get", "-q", server.hostport, rel(mid), "-o", d]  # noqa: E731
+            pids = server.all_pids
+        else:
+            server = start_nginx(DATA)
+            PARTIAL[server.port] = f"GET /{rel(mid)} HT".encode()
+            cmd = lambda d: ["curl", "-sSf", "-o", d / mid.name, f"http://{server.hostport}/{rel(mid)}"]  # noqa: E731
+            pids = server.all_pids
+        try:
+            warm([mid])
+            # One download first, so the server's hash of mid.bin is cached as
+            # in the other scenarios (and nginx has opened it once too).
+            if tool == "ferry":
+                run_timed([FERRY, "get", "-q", server.hostport, rel(mid), "-o", "-"])
+            else:
+                run_timed(["curl", "-sSf", "-o", "/dev/null", f"http://{server.hostport}/{rel(mid)}"])
+            time.sleep(0.1)
+            rss0 = proc_status_kib(pids(), "VmRSS") / 1024
+            socks = open_idle(server.host, server.port, IDLE)
+            # Let the server accept and park all of them.
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                nfd = sum(len(os.listdir(f"/proc/{p}/fd")) for p in pids() if Path(f"/proc/{p}").exists())
+                if nfd >= IDLE:
+                    break
+                time.sleep(0.02)
+            time.sleep(0.2)
+            rss_idle = proc_status_kib(pids(), "VmRSS") / 1024
+            dirs = [out / tool / str(i) for i in range(IDLE_DL)]
+            for d in dirs:
+                d.mkdir(parents=True, exist_ok=True)
+            warm([mid])
+            peak = [rss_idle]
+            done = threading.Event()
+
+            def sample():
+                while not done.wait(0.02):
+                    peak[0] = max(peak[0], proc_status_kib(pids(), "VmRSS") / 1024)
+
+            sampler = threading.Thread(target=sample)
+            sampler.start()
+            t0 = time.perf_counter()
+            procs = [start_client(cmd(d)) for d in dirs]
+            runs = [finish_client(p) for p in procs]
+            elapsed = time.perf_counter() - t0
+            done.set()
+            sampler.join()
+            hwm = proc_status_kib(pids(), "VmHWM") / 1024
+            kept = still_open(socks)
+            for s in socks:
+                s.close()
+            ok = all(r.rc == 0 for r in runs) and all((d / mid.name).exists() and (d / mid.name).stat().st_size == size for d in dirs)
+            rm(out / tool)
+            return {
+                "rss0": rss0,
+                "idle": rss_idle,
+                "peak": max(peak[0], hwm),
+                "rate": total / elapsed / 1e9 if ok else None,
+                "kept": kept,
+            }
+        finally:
+            server.stop()
+
+    rows = {}
+    for tool, label in (("nginx", "nginx (+ curl)"), ("ferry", "ferry serve (+ ferry get -q)")):
+        ref = tool == "ferry"
+        rows[tool] = {
+            "rss0": cell("4", desc if tool == "nginx" else "", f"{label}: server RSS after one download, no connections", "-", "MiB", "rss0", ref),
+            "idle": cell("4", "", f"{label}: server RSS with {IDLE} idle", "-", "MiB", "idle", ref),
+            "peak": cell("4", "", f"{label}: server peak RSS during the downloads", "-", "MiB", "peak", ref),
+            "rate": cell("4", "", f"{label}: {IDLE_DL} downloads' aggregate", "ext4 files", "GB/s", "rate4", ref),
+        }
+    kept_min = {}
+    for r in range(N):
+        log(f"scenario 4, round {r + 1}/{N}")
+        for tool in rotated(["nginx", "ferry"], r):
+            res = one(tool)
+            for k in ("rss0", "idle", "peak", "rate"):
+                record(rows[tool][k], res[k])
+            kept_min[tool] = min(kept_min.get(tool, IDLE), res["kept"])
+    for tool, k in kept_min.items():
+        rows[tool]["idle"].extra = f"{k}/{IDLE} idle kept open"
+    if any(k < IDLE for k in kept_min.values()):
+        NOTES.append("scenario 4: some idle connections were closed by the server during the run: "
+                     + ", ".join(f"{t} kept {k}/{IDLE} (worst run)" for t, k in kept_min.items()))
+    NOTES.append("scenario 4: nginx RSS is the sum over its master and worker processes (shared pages counted "
+                 "in each); ferry is one process.")
+
+
+# ---------------------------------------------------------------- scenario 5
+SRV_NS = "ferrybench-srv"
+CLI_NS = "ferrybench-cli"
+SRV_IP = "10.199.0.1"
+CLI_IP = "10.199.0.2"
+
+
+def sh(*cmd, check=True) -> subprocess.CompletedProcess:
+    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=30)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, cmd))}: {r.stderr.strip() or r.stdout.strip()}")
+    return r
+
+
+def make_lossy_link() -> str:
+    """Two namespaces joined by a link with LOSSY_DELAY_MS each way and
+    LOSSY_LOSS_PCT loss each way. Returns a description, or raises."""
+    for ns in (SRV_NS, CLI_NS):
+        subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL, timeout=10)
+    for ns in (SRV_NS, CLI_NS):
+        sh("ip", "netns", "add", ns)
+        NETNS.append(ns)
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+    emu = None
+    if LOSSY_EMU in ("auto", "netem"):
+        sh("ip", "link", "add", "fbv-srv", "netns", SRV_NS, "type", "veth", "peer", "name", "fbv-cli", "netns", CLI_NS)
+        sh("ip", "-n", SRV_NS, "addr", "add", f"{SRV_IP}/24", "dev", "fbv-srv")
+        sh("ip", "-n", CLI_NS, "addr", "add", f"{CLI_IP}/24", "dev", "fbv-cli")
+        sh("ip", "-n", SRV_NS, "link", "set", "fbv-srv", "up")
+        sh("ip", "-n", CLI_NS, "link", "set", "fbv-cli", "up")
+        errs = []
+        for ns, dev in ((SRV_NS, "fbv-srv"), (CLI_NS, "fbv-cli")):
+            r = sh("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", dev, "root", "netem",
+                   "delay", f"{LOSSY_DELAY_MS:g}ms", "loss", f"{LOSSY_LOSS_PCT:g}%", check=False)
+            if r.returncode != 0:
+                errs.append(r.stderr.strip())
+        if not errs:
+            emu = "veth pair + tc netem on both ends"
+        elif LOSSY_EMU == "netem":
+            raise RuntimeError(f"tc netem failed: {errs[0]}")
+        else:
+            sh("ip", "-n", SRV_NS, "link", "del", "fbv-srv", check=False)
+            NOTES.append(f"scenario 5: `tc qdisc ... netem` failed ({errs[0]!r}: this kernel has no sch_netem), "
+                         "so bench/linkem.py emulated the link: a userspace forwarder between two TUN devices, one "
+                         "in each namespace, with the same delay and loss each way.")
+    if emu is None:
+        p = spawn([PY, BENCH / "linkem.py", "fbt-srv", "fbt-cli", f"{LOSSY_DELAY_MS:g}", f"{LOSSY_LOSS_PCT:g}", "3600"],
+                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=logfile("linkem"))
+        ready, _, _ = select.select([p.stdout], [], [], 10)
+        if not ready or p.stdout.readline().strip() != b"ready":
+            raise RuntimeError("bench/linkem.py did not start (is /dev/net/tun there?)")
+        sh("ip", "link", "set", "fbt-srv", "netns", SRV_NS)
+        sh("ip", "link", "set", "fbt-cli", "netns", CLI_NS)
+        sh("ip", "-n", SRV_NS, "addr", "add", SRV_IP, "peer", CLI_IP, "dev", "fbt-srv")
+        sh("ip", "-n", CLI_NS, "addr", "add", CLI_IP, "peer", SRV_IP, "dev", "fbt-cli")
+        sh("ip", "-n", SRV_NS, "link", "set", "fbt-srv", "up")
+        sh("ip", "-n", CLI_NS, "link", "set", "fbt-cli", "up")
+        emu = "userspace TUN forwarder (bench/linkem.py)"
+    cc_used = []
+    for ns in (SRV_NS, CLI_NS):
+        if LOSSY_CC:
+            r = sh("ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv4.tcp_congestion_control={LOSSY_CC}", check=False)
+            if r.returncode != 0 and LOSSY_CC != "reno":
+                # A namespace may only pick an algorithm from
+                # net.ipv4.tcp_allowed_congestion_control; reno always is.
+                sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.tcp_congestion_control=reno", check=False)
+        cc_used.append(sh("ip", "netns", "exec", ns, "sysctl", "-n", "net.ipv4.tcp_congestion_control").stdout.strip())
+    cc = cc_used[0]
+    if LOSSY_CC and cc != LOSSY_CC:
+        NOTES.append(f"scenario 5: congestion control {LOSSY_CC} is not allowed inside a new namespace here "
+                     f"(net.ipv4.tcp_allowed_congestion_control), so the namespaces use {cc}.")
+    return f"{emu}, congestion control {cc}"
+
+
+def rtt_ms(client_ns: str, host: str, port: int) -> float:
+    """Median TCP connect time from `client_ns` to host:port (= one RTT)."""
+    code = (
+        "import socket,time,statistics\n"
+        "t=[]\n"
+        "for _ in range(5):\n"
+        f"    a=time.perf_counter(); s=socket.create_connection(('{host}',{port}),timeout=5); t.append(time.perf_counter()-a); s.close()\n"
+        "print(statistics.median(t)*1000)\n"
+    )
+    r = subprocess.run(["ip", "netns", "exec", client_ns, PY, "-c", code], capture_output=True, text=True, timeout=60)
+    try:
+        return float(r.stdout.strip())
+    except ValueError:
+        return float("nan")
+
+
+def rx_bytes(pid: int) -> int:
+    """Bytes received on the non-loopback interfaces of `pid`'s namespace."""
+    total = 0
+    for line in Path(f"/proc/{pid}/net/dev").read_text().splitlines()[2:]:
+        name, rest = line.split(":", 1)
+        if name.strip() != "lo":
+            total += int(rest.split()[0])
+    return total
+
+
+def scenario5(files) -> None:
+    mid = files["mid"]
+    size = mid.stat().st_size
+    try:
+        link = make_lossy_link()
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
+        SKIPS.append(f"scenario 5 (lossy link) skipped: {e}")
+        log(SKIPS[-1])
+        return
+    out = OUT / "s5"
+    rm(out)
+    out.mkdir(parents=True)
+    nginx = start_nginx(DATA, host=SRV_IP, netns=SRV_NS)
+    ferry = start_ferry(DATA, host=SRV_IP, netns=SRV_NS)
+    # A process parked in the client namespace, to read its counters from.
+    watch = spawn(["ip", "netns", "exec", CLI_NS, "sleep", "3600"])
+    time.sleep(0.1)
+    rtt = rtt_ms(CLI_NS, SRV_IP, ferry.port)
+    # Warm the server's hash cache over loopback inside its namespace.
+    run_timed([FERRY, "get", "-q", ferry.hostport, rel(mid), "-o", "-"], prefix=ns_prefix(SRV_NS))
+    desc = (f"{size // MiB} MiB over {2 * LOSSY_DELAY_MS:g} ms RTT (measured {rtt:.0f} ms), {LOSSY_LOSS_PCT:g}% loss "
+            f"each way; {link}; each run cut at {LOSSY_SECS:g} s")
+    pre = ns_prefix(CLI_NS)
+
+    def fn_for(cmd, target: Path):
+        def fn():
+            rm(target)
+            target.mkdir(parents=True)
+            b0 = rx_bytes(watch.pid)
+            r = run_timed(cmd(target), timeout=LOSSY_SECS, prefix=pre, expect=(0, 124))
+            got = rx_bytes(watch.pid) - b0
+            rm(target)
+            if r.rc not in (0, 124):
+                return None, r
+            return got / min(r.elapsed, LOSSY_SECS) / 1e6, r
+
+        return fn
+
+    c_curl = cell("5", desc, "nginx + curl (one connection)", "ext4 file", "MB/s", "lossy")
+    c_ferry = cell("5", "", "ferry get -q (one connection)", "ext4 file", "MB/s", "lossy", True)
+    c_j8 = cell("5", "", "ferry get -q -j 8", "ext4 file", "MB/s", "lossy")
+    runs = [
+        (c_curl, fn_for(lambda d: ["curl", "-sSf", "-o", d / mid.name, f"http://{nginx.hostport}/{rel(mid)}"], out / "curl")),
+        (c_ferry, fn_for(lambda d: [FERRY, "get", "-q", ferry.hostport, rel(mid), "-o", d], out / "ferry")),
+        (c_j8, fn_for(lambda d: [FERRY, "get", "-q", "-j", "8", ferry.hostport, rel(mid), "-o", d], out / "ferry8")),
+    ]
+    finished = {c.tool: 0 for c, _ in runs}
+    for r in range(LOSSY_N):
+        log(f"scenario 5, round {r + 1}/{LOSSY_N}")
+        for c, fn in rotated(runs, r):
+            warm([mid])
+            value, run = fn()
+            if value is not None and run.rc == 0:
+                finished[c.tool] += 1
+            record(c, value, label=" (finished)" if run.rc == 0 else " (cut off)")
+    for c, _ in runs:
+        c.extra = f"{finished[c.tool]}/{len(c.values) + c.failed} finished"
+    NOTES.append("scenario 5: MB/s = bytes received on the client's interface (TCP payload + headers) per second, "
+                 f"over the whole download or the first {LOSSY_SECS:g} s.")
+    nginx.stop()
+    ferry.stop()
+    stop(watch)
+
+
+# ---------------------------------------------------------------- table
+def machine() -> str:
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = Path("/proc/meminfo").read_text().split()[1]
+    return f"{os.cpu_count()} CPUs ({cpu}), {int(mem) // (1024 * 1024)} GiB RAM, Linux {os.uname().release}"
+
+
+def git_rev() -> str:
+    try:
+        rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--", "src", "Cargo.toml", "Cargo.lock"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return rev + (" + uncommitted changes in src/" if dirty else "")
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
+def cpu_text(cpu: float, amount: int, per: str) -> str:
+    if not amount:
+        return ""
+    if per == "file":
+        return f"{cpu / amount * 1e6:.0f} µs/file"
+    return f"{cpu / (amount / GiB):.2f} s/GiB"
+
+
+def table(started: str, load_start: str, load_end: str, took: float) -> str:
+    refs = {c.group: c.median() for c in CELLS if c.ref}
+    lines = [
+        f"ferry benchmark, {started}, ferry {git_rev()}; {machine()}; load average {load_start} at start, "
+        f"{load_end} at end; {N} runs per cell (scenario 5: {LOSSY_N}), median shown; took {took:.0f} s.",
+        "",
+        "| # | scenario | tool | into | median | min – max | ÷ ferry | server CPU | client CPU | note |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for c in CELLS:
+        m = c.median()
+        med = fmt(m, c.unit) if m is not None else "failed"
+        rng = f"{fmt(min(c.values), c.unit)} – {fmt(max(c.values), c.unit)}" if len(c.values) > 1 else ""
+        ref = refs.get(c.group)
+        ratio = f"{m / ref:.2f}" if (m is not None and ref) else ""
+        srv, cli = cpu_text(c.srv_cpu, c.srv_bytes, c.cpu_per), cpu_text(c.cli_cpu, c.cli_bytes, c.cpu_per)
+        note = "; ".join(x for x in (c.extra, f"{c.failed} run(s) failed" if c.failed else "", c.note) if x)
+        lines.append(f"| {c.scen} | {c.what} | {c.tool} | {c.into} | {med} | {rng} | {ratio} | {srv} | {cli} | {note} |")
+    lines.append("")
+    lines.append("÷ ferry: this row's median divided by the median of the ferry row it is compared with (the row "
+                 "showing 1.00 in the same scenario and destination; iperf3 rows compare with ferry to /dev/null). "
+                 "GB/s and MB/s are 10^9 and 10^6 bytes per second. CPU columns: user + system CPU time per GiB moved "
+                 "(per file in scenario 2), all runs of the cell together; server from /proc/PID/stat (utime + stime, "
+                 "plus reaped children) before and after each run, client from the client processes' rusage. On a "
+                 "busy machine CPU time is steadier than wall time.")
+    for s in SKIPS + NOTES:
+        lines.append(f"- {s}")
+    lines.append("")
+    lines.append(aims(refs))
+    return "\n".join(lines) + "\n"
+
+
+def aims(refs) -> str:
+    def med(scen, tool_prefix, into=None):
+        for c in CELLS:
+            if c.scen == scen and c.tool.startswith(tool_prefix) and (into is None or c.into == into):
+                return c.median()
+        return None
+
+    out = ["Aims (ferry against its peers, from the medians above):", ""]
+
+    def line(text, ours, theirs, want, lower_better=False):
+        if ours is None or theirs is None:
+            out.append(f"- {text}: not measured")
+            return
+        r = theirs / ours if lower_better else ours / theirs
+        ok = r >= want
+        out.append(f"- {text}: {r:.2f}× (aim ≥ {want}×) — {'met' if ok else 'NOT met'}")
+
+    line(f"{BIG_MIB} MiB, verified, into an ext4 file: ferry get ÷ nginx+curl",
+         med("1", "ferry get -q", "ext4 file"), med("1", "nginx + curl", "ext4 file"), 2)
+    line(f"{BIG_MIB} MiB, verified, to /dev/null: ferry get -o - ÷ nginx+curl",
+         med("1", "ferry get -o -", "/dev/null"), med("1", "nginx + curl", "/dev/null"), 2)
+    line("tree: ferry get -r ÷ curl keep-alive", med("2", "ferry get -r"), med("2", "nginx + curl"), 3)
+    line("tree: ferry get -r ÷ rsync", med("2", "ferry get -r"), med("2", "rsync"), 1)
+    line(f"{CLIENTS}×{CLIENT_MIB} MiB aggregate: ferry ÷ nginx", med("3", "ferry"), med("3", "nginx"), 1.5)
+    idle = med("4", "ferry serve (+ ferry get -q): server RSS with")
+    peak = med("4", "ferry serve (+ ferry get -q): server peak")
+    for what, v in ((f"with {IDLE} idle", idle), (f"peak, {IDLE} idle + {IDLE_DL} downloading", peak)):
+        if v is None:
+            out.append(f"- ferry server RSS {what}: not measured")
+        else:
+            out.append(f"- ferry server RSS {what}: {v:.1f} MiB (aim < 50 MiB) — {'met' if v < 50 else 'NOT met'}")
+    line("lossy link: ferry -j 8 ÷ ferry single stream", med("5", "ferry get -q -j 8"), med("5", "ferry get -q (one"), 3)
+    line("lossy link: ferry -j 8 ÷ curl single stream", med("5", "ferry get -q -j 8"), med("5", "nginx + curl"), 3)
+    return "\n".join(out)
+
+
+def main() -> int:
+    if not FERRY.exists():
+        print(f"no ferry binary at {FERRY}: run bench/run.sh (it builds one)", file=sys.stderr)
+        return 2
+    OUT.mkdir(parents=True, exist_ok=True)
+    LOGS.mkdir(parents=True, exist_ok=True)
+    for f in LOGS.iterdir():
+        f.unlink()
+    started = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    load_start = Path("/proc/loadavg").read_text().split()[0]
+    t0 = time.monotonic()
+    files = make_data()
+    log(f"data ready ({time.monotonic() - t0:.0f} s)")
+    for name, fn in (("1", scenario1), ("2", scenario2), ("3", scenario3), ("4", scenario4), ("5", scenario5)):
+        if name in SCENARIOS:
+            ts = time.monotonic()
+            try:
+                fn(files)
+            except Exception as e:  # noqa: BLE001 - report it and go on with the next scenario
+                SKIPS.append(f"scenario {name} stopped early: {type(e).__name__}: {e}")
+                log(SKIPS[-1])
+                traceback.print_exc()
+            log(f"scenario {name} took {time.monotonic() - ts:.0f} s")
+            cleanup()
+            if OUT / f"s{name}" not in FINAL_PATHS:
+                rm(OUT / f"s{name}")
+    load_end = Path("/proc/loadavg").read_text().split()[0]
+    text = table(started, load_start, load_end, time.monotonic() - t0)
+    (OUT / "latest.md").write_text(text)
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

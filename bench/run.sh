@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# ferry's benchmark: installs its peers from Debian packages, builds ferry,
+# makes the data under bench/data and prints one markdown table (also written
+# to bench/out/latest.md). See bench/README.md.
+#
+# Needs root (nginx and rsync run as root, network namespaces, apt-get).
+# Settings are environment variables (FB_N=5 runs per cell, ...), listed in
+# bench/README.md. Progress goes to stderr, the table to stdout.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+BENCH_DIR=$PWD/bench
+
+if [ "$(id -u)" != 0 ]; then
+    echo "bench/run.sh: run as root (it installs packages, runs nginx/rsyncd as root and creates network namespaces)" >&2
+    exit 2
+fi
+
+POLICY_CREATED=
+cleanup() {
+    # bench.py cleans up after itself; this catches what an abrupt stop leaves.
+    for ns in ferrybench-srv ferrybench-cli; do
+        ip netns del "$ns" 2>/dev/null || true
+    done
+    if [ -n "$POLICY_CREATED" ]; then
+        rm -f /usr/sbin/policy-rc.d
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+
+# --- peers, from Debian packages
+need=()
+for pair in iperf3:iperf3 nginx:nginx nc:netcat-openbsd curl:curl rsync:rsync ip:iproute2 \
+            tc:iproute2 timeout:coreutils /usr/bin/python3:python3; do
+    cmd=${pair%%:*} pkg=${pair#*:}
+    command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
+done
+# nc must be the OpenBSD one (-N, -l HOST PORT).
+if command -v nc >/dev/null 2>&1 && ! nc -h 2>&1 | grep -q -- '-N'; then
+    need+=(netcat-openbsd)
+fi
+if [ ${#need[@]} -gt 0 ]; then
+    echo "bench: installing ${need[*]}" >&2
+    # Keep the packages' own services (nginx on :80, ...) from starting:
+    # the benchmark runs its own instances with its own configs.
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod +x /usr/sbin/policy-rc.d
+        POLICY_CREATED=1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    timeout 300 apt-get update -qq >&2
+    timeout 600 apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
+    if [ -n "$POLICY_CREATED" ]; then
+        rm -f /usr/sbin/policy-rc.d
+        POLICY_CREATED=
+    fi
+fi
+
+# --- ferry
+if [ -z "${FB_FERRY:-}" ]; then
+    if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+        PATH=$HOME/.cargo/bin:$PATH
+    fi
+    echo "bench: cargo build --release" >&2
+    timeout 900 cargo build --release --quiet >&2
+fi
+
+# 1,000 idle connections plus clients, on both ends of each.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 8192 ]; then
+    ulimit -Hn 65536 2>/dev/null && ulimit -n 65536 || true
+fi
+
+mkdir -p "$BENCH_DIR/out"
+# The driver bounds each command itself; this bounds the whole run.
+timeout -k 10 "${FB_TOTAL_TIMEOUT:-1800}" /usr/bin/python3 "$BENCH_DIR/bench.py"
+echo "bench: done in ${SECONDS} s (install + build + benchmark)" >&2
