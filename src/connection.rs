@@ -392,7 +392,10 @@ impl SendFile for tokio::net::TcpStream {
         len: u64,
         stall: Duration,
     ) -> io::Result<()> {
-        crate::zerocopy::send_file(self, prefix, file, offset, len, stall).await
+        #[cfg(target_os = "linux")]
+        return crate::zerocopy::send_file(self, prefix, file, offset, len, stall).await;
+        #[cfg(not(target_os = "linux"))]
+        return copy_file_to(self, prefix, file, offset, len, stall).await;
     }
 }
 

@@ -5,7 +5,7 @@
 //! the page cache to the socket without passing through ferry's memory, so a
 //! transfer costs no buffer at all, whatever the file size.
 //!
-//! Elsewhere than Linux, the portable copy path is used.
+//! Elsewhere than Linux, [`crate::connection::copy_file_to`] is used.
 
 use std::fs::File;
 use std::io;
@@ -95,23 +95,6 @@ async fn writable(stream: &TcpStream, stall: Duration) -> io::Result<()> {
 /// The error for a peer that stopped reading.
 pub fn stalled() -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, "peer stopped reading")
-}
-
-/// Portable fallback: see [`crate::connection::copy_file_to`].
-///
-/// # Errors
-///
-/// As the Linux version.
-#[cfg(not(target_os = "linux"))]
-pub async fn send_file(
-    stream: &mut TcpStream,
-    prefix: &[u8],
-    file: &File,
-    offset: u64,
-    len: u64,
-    stall: Duration,
-) -> io::Result<()> {
-    crate::connection::copy_file_to(stream, prefix, file, offset, len, stall).await
 }
 
 /// Why [`splice_to_file`] stopped.
