@@ -69,6 +69,21 @@ fn assert_part_is_prefix(part: &Path, data: &[u8], context: &dyn std::fmt::Displ
     got.len() as u64
 }
 
+/// Re-runs `ferry get <srv> big.bin -o dl` in `out`, straight to the
+/// server, and asserts it resumed at `at`, produced exactly `data` as
+/// `dl/big.bin`, and left nothing else in `dl`.
+#[track_caller]
+fn rerun_resumes_to_identical_bytes(out: &Path, srv: &Server, at: u64, data: &[u8]) {
+    let dl = out.join("dl");
+    let run = ferry(out, &["get", &srv.host(), "big.bin", "-o", "dl"]).ok();
+    assert!(run.stderr.contains(&format!("resumed at {at}")), "{run}");
+    assert!(
+        fs::read(dl.join("big.bin")).unwrap() == data,
+        "final file differs"
+    );
+    assert_eq!(files_under(&dl), vec![PathBuf::from("big.bin")], "{run}");
+}
+
 /// The requested offset of the client's Get and the server's FileHeader,
 /// read from what a relay captured.
 fn get_and_header(report: &RelayReport) -> (Option<GetRequest>, Option<FileHeader>) {
@@ -545,13 +560,7 @@ fn disk_full_mid_download_fails_cleanly_keeps_part_and_rerun_resumes() {
     let kept = assert_part_is_prefix(&part_of(&target), &data, &run);
     assert!(kept > 0 && kept <= LIMIT, "part of {kept} bytes\n{run}");
 
-    let again = ferry(out.path(), &["get", &srv.host(), "big.bin", "-o", "dl"]).ok();
-    assert!(
-        again.stderr.contains(&format!("resumed at {kept}")),
-        "{again}"
-    );
-    assert!(fs::read(&target).unwrap() == data, "resumed file differs");
-    assert_eq!(files_under(&dl), vec![PathBuf::from("big.bin")], "{again}");
+    rerun_resumes_to_identical_bytes(out.path(), &srv, kept, &data);
     eprintln!(
         "FIGURE disk full (RLIMIT_FSIZE {LIMIT}): exit 1 with {:?}; .part kept at {kept} bytes; re-run resumed and verified",
         run.stderr.trim_end()
@@ -686,13 +695,7 @@ fn unwritable_output_refuses_cleanly_and_a_rename_refused_mid_download_resumes()
     let how = guard.how;
     drop(guard);
 
-    let again = ferry(out.path(), &["get", &srv.host(), "big.bin", "-o", "dl"]).ok();
-    assert!(
-        again.stderr.contains(&format!("resumed at {SIZE}")),
-        "{again}"
-    );
-    assert!(fs::read(&target).unwrap() == data, "final file differs");
-    assert_eq!(files_under(&dl), vec![PathBuf::from("big.bin")], "{again}");
+    rerun_resumes_to_identical_bytes(out.path(), &srv, SIZE as u64, &data);
     eprintln!(
         "FIGURE unwritable output ({how}): below a file: {below_file:?}; read-only dir: {refused:?}; \
          made read-only mid-download: {mid:?}, .part kept complete, re-run 'resumed at {SIZE}' and verified"
@@ -768,13 +771,7 @@ fn network_cut_at_varying_points_resumes_every_time_to_identical_bytes() {
         parts.push(after);
     }
     let before = file_len(&part);
-    let run = ferry(out.path(), &["get", &srv.host(), "big.bin", "-o", "dl"]).ok();
-    assert!(
-        run.stderr.contains(&format!("resumed at {before}")),
-        "{run}"
-    );
-    assert!(fs::read(&target).unwrap() == data, "final file differs");
-    assert_eq!(files_under(&dl), vec![PathBuf::from("big.bin")], "{run}");
+    rerun_resumes_to_identical_bytes(out.path(), &srv, before, &data);
     eprintln!(
         "FIGURE network cuts (seed {seed:#x}): {} cuts after {cuts:?} server bytes; part grew {parts:?}; \
          {resumed} attempts resumed mid-file, final run 'resumed at {before}', bytes identical",

@@ -13,7 +13,7 @@
 
 use std::fs;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::thread;
@@ -35,16 +35,6 @@ fn put(root: &Path, rel: &str, data: &[u8]) -> PathBuf {
     fs::create_dir_all(p.parent().unwrap()).unwrap();
     fs::write(&p, data).unwrap();
     p
-}
-
-fn hello() -> Vec<u8> {
-    let mut v = MAGIC.to_vec();
-    Frame::Hello {
-        version: 1,
-        caps: 0,
-    }
-    .encode(&mut v);
-    v
 }
 
 fn frame(f: &Frame) -> Vec<u8> {
@@ -85,124 +75,6 @@ fn error_code(f: &Frame) -> Option<u16> {
 /// Whether `needle` occurs anywhere in `hay`.
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
-}
-
-/// A hand-driven connection over a blocking std socket, every read bounded.
-struct Wire {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-/// How a [`Wire`] read ended when it did not yield what was asked for.
-#[derive(Debug, PartialEq, Eq)]
-enum Closed {
-    Eof,
-    Reset,
-}
-
-impl Wire {
-    fn connect(addr: SocketAddr) -> Wire {
-        let stream = TcpStream::connect_timeout(&addr, PATIENCE).expect("connect");
-        stream.set_read_timeout(Some(ANSWER_BOUND)).unwrap();
-        stream.set_write_timeout(Some(PATIENCE)).unwrap();
-        Wire {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-
-    /// Sends bytes; a server that already closed may refuse them, which
-    /// some tests expect, so failures are returned, not panicked on.
-    fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.write_all(bytes)
-    }
-
-    fn half_close(&self) {
-        let _ = self.stream.shutdown(Shutdown::Write);
-    }
-
-    /// One read into the buffer; panics if nothing comes within
-    /// [`ANSWER_BOUND`] (a hang).
-    fn fill(&mut self) -> Result<(), Closed> {
-        let mut chunk = [0u8; 64 * 1024];
-        match self.stream.read(&mut chunk) {
-            Ok(0) => Err(Closed::Eof),
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                Ok(())
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
-                ) =>
-            {
-                Err(Closed::Reset)
-            }
-            Err(e) => panic!("no answer from the server within {ANSWER_BOUND:?}: {e}"),
-        }
-    }
-
-    fn read_magic(&mut self) -> Result<(), Closed> {
-        while self.buf.len() < MAGIC.len() {
-            self.fill()?;
-        }
-        assert_eq!(self.buf[..MAGIC.len()], MAGIC, "server magic");
-        self.buf.drain(..MAGIC.len());
-        Ok(())
-    }
-
-    fn read_frame(&mut self) -> Result<Frame, Closed> {
-        // Bounded: each round parses or consumes one read; a frame is at
-        // most 64 KiB.
-        for _ in 0..100_000 {
-            if let Some((frame, used)) = Frame::parse(&self.buf).expect("valid frame from server") {
-                self.buf.drain(..used);
-                return Ok(frame);
-            }
-            self.fill()?;
-        }
-        panic!("no complete frame after many reads");
-    }
-
-    fn read_body(&mut self, n: usize) -> Result<Vec<u8>, Closed> {
-        while self.buf.len() < n {
-            self.fill()?;
-        }
-        Ok(self.buf.drain(..n).collect())
-    }
-
-    /// Every byte until the server closes (bounded per read).
-    fn read_to_close(&mut self) -> (Vec<u8>, Closed) {
-        for _ in 0..1_000_000 {
-            if let Err(c) = self.fill() {
-                return (std::mem::take(&mut self.buf), c);
-            }
-        }
-        panic!("server kept sending");
-    }
-
-    /// Frames until the server closes (after its magic, if it sent one).
-    fn frames_until_closed(&mut self) -> (Vec<Frame>, Closed) {
-        let mut frames = Vec::new();
-        for _ in 0..10_000 {
-            match self.read_frame() {
-                Ok(f) => frames.push(f),
-                Err(c) => return (frames, c),
-            }
-        }
-        panic!("server kept sending frames: {frames:?}");
-    }
-
-    /// Magic and Hello out, magic and Welcome back.
-    fn handshake(&mut self) {
-        self.send(&hello()).expect("send hello");
-        self.read_magic().expect("server magic");
-        match self.read_frame() {
-            Ok(Frame::Welcome { .. }) => {}
-            other => panic!("expected Welcome, got {other:?}"),
-        }
-    }
 }
 
 /// A well-behaved `ferry get` of `name`; panics unless it gets `want`.
@@ -377,11 +249,11 @@ enum NativeAnswer {
 /// reads everything until the server closes. Returns the parsed answer and
 /// every byte received.
 fn native_get(addr: SocketAddr, path: &[u8]) -> (NativeAnswer, Vec<u8>) {
-    let mut w = Wire::connect(addr);
+    let mut w = Wire::connect(addr, ANSWER_BOUND);
     let mut bytes = hello();
     bytes.extend(raw_get(path, 0, &[]));
-    w.send(&bytes).expect("send");
-    w.half_close();
+    w.send(&bytes);
+    let _ = w.half_close();
     let (all, _how) = w.read_to_close();
     let mut rest = all.strip_prefix(&MAGIC[..]).expect("server magic");
     let next = |rest: &mut &[u8]| {
@@ -416,11 +288,11 @@ fn native_get(addr: SocketAddr, path: &[u8]) -> (NativeAnswer, Vec<u8>) {
 /// Sends a raw-protocol file name, half-closes, returns every byte until
 /// the server closes.
 fn raw_get_bytes(addr: SocketAddr, name: &[u8]) -> Vec<u8> {
-    let mut w = Wire::connect(addr);
+    let mut w = Wire::connect(addr, ANSWER_BOUND);
     // A name longer than the raw limit is cut by the server, which may
     // close before taking the rest: that refusal is fine.
-    let _ = w.send(name);
-    w.half_close();
+    let _ = w.try_send(name);
+    let _ = w.half_close();
     w.read_to_close().0
 }
 
@@ -498,13 +370,12 @@ fn traversal_battery_over_native_and_raw_never_leaks_the_secret() {
         }
     }
     // Directory symlinks leaving the root cannot be listed either.
-    let mut w = Wire::connect(srv.addr);
+    let mut w = Wire::connect(srv.addr, ANSWER_BOUND);
     w.handshake();
     for dir in ["etc_link", "up", "a/upup", "outside_dir", "proc_root"] {
         w.send(&frame(&Frame::List {
             path: dir.as_bytes().to_vec(),
-        }))
-        .unwrap();
+        }));
         let answer = w.read_frame().expect("answer");
         assert!(
             error_code(&answer).is_some_and(|c| c < 100),
@@ -866,11 +737,11 @@ fn malformed_and_oversized_frames_get_an_error_and_a_close_and_the_server_lives(
         reply,
     } in &cases
     {
-        let mut w = Wire::connect(srv.addr);
+        let mut w = Wire::connect(srv.addr, ANSWER_BOUND);
         // The server may refuse before taking everything: that is allowed.
-        let _ = w.send(bytes);
+        let _ = w.try_send(bytes);
         if *close {
-            w.half_close();
+            let _ = w.half_close();
         }
         let magic = w.read_magic();
         assert!(magic.is_ok(), "{label}: closed without its magic");
@@ -913,7 +784,7 @@ fn malformed_and_oversized_frames_get_an_error_and_a_close_and_the_server_lives(
                     _ => unreachable!(),
                 }
                 // Still usable: the same connection serves a file.
-                w.send(&get_ok).unwrap();
+                w.send(&get_ok);
                 let Ok(Frame::FileHeader(hd)) = w.read_frame() else {
                     panic!("{label}: connection not usable afterwards");
                 };
@@ -941,27 +812,6 @@ fn malformed_and_oversized_frames_get_an_error_and_a_close_and_the_server_lives(
 // ---------------------------------------------------------------------------
 // A flood past --max-connections
 
-/// Creates a sparse file far larger than any socket buffers, so a client
-/// that stops reading keeps the server busy sending it.
-fn huge_sparse(root: &Path, name: &str) {
-    let f = fs::File::create(root.join(name)).unwrap();
-    f.set_len(256 << 20).unwrap();
-}
-
-/// A native connection mid-body on `name` that has stopped reading: busy,
-/// so never evictable.
-fn stalled_download(srv: &Server, name: &str) -> Wire {
-    let mut w = Wire::connect(srv.addr);
-    let mut bytes = hello();
-    bytes.extend(raw_get(name.as_bytes(), 0, &[]));
-    w.send(&bytes).unwrap();
-    w.read_magic().unwrap();
-    assert!(matches!(w.read_frame(), Ok(Frame::Welcome { .. })));
-    assert!(matches!(w.read_frame(), Ok(Frame::FileHeader(_))));
-    w.read_body(1).unwrap();
-    w
-}
-
 #[test]
 fn flood_past_max_connections_gets_prompt_busy_answers_and_service_resumes() {
     const LIMIT: usize = 8;
@@ -972,7 +822,7 @@ fn flood_past_max_connections_gets_prompt_busy_answers_and_service_resumes() {
     put(root.path(), "small.txt", b"small");
     let mut srv = Server::start(root.path(), &["--max-connections", &LIMIT.to_string()]);
     let holders: Vec<Wire> = (0..LIMIT)
-        .map(|_| stalled_download(&srv, "huge.bin"))
+        .map(|_| stalled_download(&srv, "huge.bin", ANSWER_BOUND))
         .collect();
 
     // Fifty native clients at once, each on its own thread.
@@ -981,8 +831,8 @@ fn flood_past_max_connections_gets_prompt_busy_answers_and_service_resumes() {
         .map(|_| {
             thread::spawn(move || {
                 let started = Instant::now();
-                let mut w = Wire::connect(addr);
-                let _ = w.send(&hello());
+                let mut w = Wire::connect(addr, ANSWER_BOUND);
+                let _ = w.try_send(&hello());
                 w.read_magic().expect("busy answer starts with the magic");
                 let (frames, _how) = w.frames_until_closed();
                 (frames, started.elapsed())

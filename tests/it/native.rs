@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use ferry::protocol::{ErrorCode, FileHeader, Frame, GetRequest, MAGIC};
+use ferry::protocol::{ErrorCode, FileHeader, Frame, GetRequest};
 
 use crate::support::*;
 
@@ -45,16 +45,6 @@ fn assert_nothing_written(dir: &Path, context: &dyn std::fmt::Display) {
     assert!(files.is_empty(), "files were written: {files:?}\n{context}");
 }
 
-fn hello() -> Vec<u8> {
-    let mut v = MAGIC.to_vec();
-    Frame::Hello {
-        version: 1,
-        caps: 0,
-    }
-    .encode(&mut v);
-    v
-}
-
 fn get_frame(path: &str) -> Frame {
     Frame::Get(GetRequest {
         path: path.as_bytes().to_vec(),
@@ -76,126 +66,6 @@ fn encode(frames: &[Frame]) -> Vec<u8> {
 fn dead_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
-}
-
-/// A hand-driven native connection over a blocking std socket, for clients
-/// the `ferry` binary would never be: silent, stalled, pipelining.
-struct RawConn {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-/// How a [`RawConn`] read ended when it did not yield what was asked for.
-#[derive(Debug, PartialEq, Eq)]
-enum Closed {
-    /// Orderly end of stream.
-    Eof,
-    /// The peer reset the connection.
-    Reset,
-}
-
-impl RawConn {
-    fn connect(addr: SocketAddr) -> RawConn {
-        let stream = TcpStream::connect_timeout(&addr, PATIENCE).expect("connect");
-        // Bounds every read below: a read that times out panics the test.
-        stream.set_read_timeout(Some(PATIENCE)).unwrap();
-        stream.set_write_timeout(Some(PATIENCE)).unwrap();
-        RawConn {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-
-    fn local_addr(&self) -> SocketAddr {
-        self.stream.local_addr().unwrap()
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).expect("send to server");
-    }
-
-    /// One read into the buffer. `Err` when the connection is closed; panics
-    /// when nothing arrives within [`PATIENCE`].
-    fn fill(&mut self) -> Result<(), Closed> {
-        let mut chunk = [0u8; 64 * 1024];
-        match self.stream.read(&mut chunk) {
-            Ok(0) => Err(Closed::Eof),
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                Ok(())
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
-                ) =>
-            {
-                Err(Closed::Reset)
-            }
-            Err(e) => panic!("reading from the server: {e} (nothing within {PATIENCE:?}?)"),
-        }
-    }
-
-    fn read_magic(&mut self) {
-        while self.buf.len() < MAGIC.len() {
-            self.fill().expect("server closed before its magic");
-        }
-        assert_eq!(self.buf[..MAGIC.len()], MAGIC, "server magic");
-        self.buf.drain(..MAGIC.len());
-    }
-
-    /// The next frame, or how the connection closed.
-    fn read_frame(&mut self) -> Result<Frame, Closed> {
-        // Bounded: each iteration either returns or consumes one read, and
-        // a frame is at most 64 KiB.
-        for _ in 0..100_000 {
-            if let Some((frame, used)) = Frame::parse(&self.buf).expect("valid frame from server") {
-                self.buf.drain(..used);
-                return Ok(frame);
-            }
-            self.fill()?;
-        }
-        panic!("no complete frame after many reads");
-    }
-
-    fn expect_frame(&mut self, what: &str) -> Frame {
-        self.read_frame()
-            .unwrap_or_else(|c| panic!("connection closed ({c:?}) while waiting for {what}"))
-    }
-
-    /// Exactly `n` raw body bytes.
-    fn read_body(&mut self, n: usize) -> Vec<u8> {
-        while self.buf.len() < n {
-            self.fill().expect("server closed inside a body");
-        }
-        self.buf.drain(..n).collect()
-    }
-
-    /// Magic, Hello; then checks the server's magic and Welcome.
-    fn handshake(&mut self) {
-        self.send(&hello());
-        self.read_magic();
-        match self.expect_frame("Welcome") {
-            Frame::Welcome {
-                version: 1,
-                caps: 0,
-            } => {}
-            other => panic!("expected Welcome, got {other:?}"),
-        }
-    }
-
-    /// Reads frames until the server closes the connection; returns them
-    /// and how it closed.
-    fn frames_until_closed(&mut self) -> (Vec<Frame>, Closed) {
-        let mut frames = Vec::new();
-        for _ in 0..10_000 {
-            match self.read_frame() {
-                Ok(f) => frames.push(f),
-                Err(c) => return (frames, c),
-            }
-        }
-        panic!("server kept sending frames: {frames:?}");
-    }
 }
 
 fn error_code(frame: &Frame) -> Option<u16> {
@@ -645,7 +515,7 @@ fn server_refuses_traversal_even_from_a_client_that_does_not_check() {
     // is one Error frame with a request-level code, never a FileHeader.
     let fx = traversal_fixture();
     let srv = Server::start(&fx.root, &[]);
-    let mut conn = RawConn::connect(srv.addr);
+    let mut conn = Wire::connect(srv.addr, PATIENCE);
     conn.handshake();
     let frames: Vec<Frame> = HOSTILE.iter().map(|p| get_frame(p)).collect();
     conn.send(&encode(&frames));
@@ -700,7 +570,11 @@ fn server_refuses_traversal_even_from_a_client_that_does_not_check() {
     let Frame::FileHeader(FileHeader { length, .. }) = conn.expect_frame("FileHeader") else {
         panic!("expected FileHeader");
     };
-    assert_eq!(conn.read_body(length as usize), b"x at the root\n");
+    assert_eq!(
+        conn.read_body(length as usize)
+            .expect("server closed inside a body"),
+        b"x at the root\n"
+    );
     assert!(matches!(
         conn.expect_frame("Trailer"),
         Frame::Trailer { .. }
@@ -847,40 +721,13 @@ fn connection_refused_names_the_address() {
 // ---------------------------------------------------------------------------
 // Connection limit
 
-/// Creates a sparse file far larger than any socket buffers, so a client
-/// that never reads keeps the server busy sending it.
-fn huge_sparse(root: &Path, name: &str) {
-    let f = fs::File::create(root.join(name)).unwrap();
-    f.set_len(256 << 20).unwrap();
-}
-
-/// Opens a raw native connection that asks for `name` and reads only the
-/// header and the first body bytes, so the server is provably mid-body.
-fn stalled_download(srv: &Server, name: &str) -> RawConn {
-    let mut conn = RawConn::connect(srv.addr);
-    let mut bytes = hello();
-    bytes.extend(encode(&[get_frame(name)]));
-    conn.send(&bytes);
-    conn.read_magic();
-    assert!(matches!(
-        conn.expect_frame("Welcome"),
-        Frame::Welcome { .. }
-    ));
-    assert!(matches!(
-        conn.expect_frame("FileHeader"),
-        Frame::FileHeader(_)
-    ));
-    conn.read_body(1);
-    conn
-}
-
 #[test]
 fn busy_server_refuses_a_new_client_while_its_only_slot_transfers() {
     let root = tempfile::tempdir().unwrap();
     huge_sparse(root.path(), "huge.bin");
     put(root.path(), "small.txt", b"small");
     let srv = Server::start(root.path(), &["--max-connections", "1"]);
-    let holder = stalled_download(&srv, "huge.bin");
+    let holder = stalled_download(&srv, "huge.bin", PATIENCE);
 
     let out = tempfile::tempdir().unwrap();
     let run = ferry(out.path(), &["get", &srv.host(), "small.txt", "-o", "dl"]).fails();
@@ -916,7 +763,7 @@ fn idle_connection_is_evicted_to_make_room_for_a_real_client() {
     let root = tempfile::tempdir().unwrap();
     put(root.path(), "small.txt", b"small");
     let srv = Server::start(root.path(), &["--max-connections", "1"]);
-    let mut idle = RawConn::connect(srv.addr);
+    let mut idle = Wire::connect(srv.addr, PATIENCE);
     // Make sure the server has taken the idle connection into its only slot
     // before the real client arrives (its log names the peer).
     let peer = idle.local_addr().to_string();
@@ -945,7 +792,7 @@ fn idle_native_connection_is_evicted_with_a_timeout_error() {
     let root = tempfile::tempdir().unwrap();
     put(root.path(), "small.txt", b"small");
     let srv = Server::start(root.path(), &["--max-connections", "1"]);
-    let mut idle = RawConn::connect(srv.addr);
+    let mut idle = Wire::connect(srv.addr, PATIENCE);
     idle.handshake();
 
     let out = tempfile::tempdir().unwrap();
@@ -1088,7 +935,7 @@ fn ipv6_loopback_download() {
 fn silent_connection_after_hello_is_closed_by_the_idle_timeout() {
     let root = tempfile::tempdir().unwrap();
     let srv = Server::start(root.path(), &["--idle-timeout", "1"]);
-    let mut conn = RawConn::connect(srv.addr);
+    let mut conn = Wire::connect(srv.addr, PATIENCE);
     conn.handshake();
     // Now say nothing. The server must give up on its own, well within
     // PATIENCE (the read timeout would panic otherwise).
@@ -1101,7 +948,7 @@ fn silent_connection_after_hello_is_closed_by_the_idle_timeout() {
 fn connection_that_sends_nothing_is_closed_by_the_idle_timeout() {
     let root = tempfile::tempdir().unwrap();
     let srv = Server::start(root.path(), &["--idle-timeout", "1"]);
-    let mut conn = RawConn::connect(srv.addr);
+    let mut conn = Wire::connect(srv.addr, PATIENCE);
     let (frames, _how) = conn.frames_until_closed();
     assert!(frames.is_empty(), "{frames:?}");
 }
@@ -1113,7 +960,7 @@ fn sigterm_exits_zero_and_tells_idle_clients() {
     let mut srv = Server::start(root.path(), &[]);
     let out = tempfile::tempdir().unwrap();
     ferry(out.path(), &["get", &srv.host(), "f", "-q"]).ok();
-    let mut idle = RawConn::connect(srv.addr);
+    let mut idle = Wire::connect(srv.addr, PATIENCE);
     idle.handshake();
 
     let status = srv
@@ -1133,7 +980,7 @@ fn sigterm_with_a_stalled_transfer_exits_zero_after_the_grace_period() {
     let root = tempfile::tempdir().unwrap();
     huge_sparse(root.path(), "huge.bin");
     let mut srv = Server::start(root.path(), &["--grace", "1"]);
-    let _holder = stalled_download(&srv, "huge.bin");
+    let _holder = stalled_download(&srv, "huge.bin", PATIENCE);
     let status = srv
         .terminate(PATIENCE)
         .expect("server did not exit within the grace period");
@@ -1147,7 +994,7 @@ fn pipelined_requests_are_answered_in_order_on_one_connection() {
     put(root.path(), "one.bin", &data);
     put(root.path(), "dir/two.txt", b"two");
     let srv = Server::start(root.path(), &[]);
-    let mut conn = RawConn::connect(srv.addr);
+    let mut conn = Wire::connect(srv.addr, PATIENCE);
     // Everything in one write, before the server has said a word.
     let mut bytes = hello();
     bytes.extend(encode(&[
@@ -1171,7 +1018,7 @@ fn pipelined_requests_are_answered_in_order_on_one_connection() {
         get_frame("dir/two.txt"),
     ]));
     conn.send(&bytes);
-    conn.read_magic();
+    conn.read_magic().expect("server closed before its magic");
     assert!(matches!(
         conn.expect_frame("Welcome"),
         Frame::Welcome { .. }
@@ -1197,7 +1044,11 @@ fn pipelined_requests_are_answered_in_order_on_one_connection() {
             panic!("expected FileHeader");
         };
         assert_eq!(h.offset, offset);
-        assert_eq!(conn.read_body(h.length as usize), want);
+        assert_eq!(
+            conn.read_body(h.length as usize)
+                .expect("server closed inside a body"),
+            want
+        );
         conn.expect_frame("Trailer")
     };
     let whole = *blake3::hash(&data).as_bytes();
@@ -1214,7 +1065,7 @@ fn pipelined_requests_are_answered_in_order_on_one_connection() {
         }
     );
     // Then a clean close from our side ends it cleanly.
-    conn.stream.shutdown(Shutdown::Write).unwrap();
+    conn.half_close().unwrap();
     let (frames, how) = conn.frames_until_closed();
     assert!(frames.is_empty(), "{frames:?}");
     assert_eq!(how, Closed::Eof);

@@ -174,6 +174,13 @@ impl TutorialServer {
         }
     }
 
+    /// Asserts that a stdout line satisfying `pred` appears within
+    /// [`LOG_WAIT`]; shows the server's output otherwise.
+    #[track_caller]
+    fn assert_logged(&self, pred: impl Fn(&str) -> bool) {
+        assert!(self.wait_line(LOG_WAIT, pred).is_some(), "{}", self.story());
+    }
+
     /// Its output so far, for failure messages.
     fn story(&self) -> String {
         format!(
@@ -536,11 +543,7 @@ fn ferry_get_raw_from_tutorial_server() {
     );
     // The tutorial's server saw exactly the names, no terminator.
     let want = format!("需要下载的文件是: {chinese}");
-    assert!(
-        py.wait_line(LOG_WAIT, |l| l.ends_with(&want)).is_some(),
-        "{}",
-        py.story()
-    );
+    py.assert_logged(|l| l.ends_with(&want));
 }
 
 #[test]
@@ -560,12 +563,7 @@ fn ferry_get_raw_missing_file_fails_and_leaves_nothing() {
             "nothing may be left behind:\n{run}"
         );
     }
-    assert!(
-        py.wait_line(LOG_WAIT, |l| l.contains("不存在.txt 下载失败"))
-            .is_some(),
-        "{}",
-        py.story()
-    );
+    py.assert_logged(|l| l.contains("不存在.txt 下载失败"));
 }
 
 #[test]
@@ -578,12 +576,7 @@ fn ferry_say_raw_to_acking_tutorial_server_prints_ack() {
     )
     .ok();
     assert_eq!(say.stdout.trim_end(), ACK, "{say}");
-    assert!(
-        py.wait_line(LOG_WAIT, |l| l == "接收到客户端信息: 你好，教程")
-            .is_some(),
-        "{}",
-        py.story()
-    );
+    py.assert_logged(|l| l == "接收到客户端信息: 你好，教程");
 
     // No MESSAGE: each stdin line is one message, each acknowledged.
     let say = ferry_with_stdin(
@@ -594,11 +587,7 @@ fn ferry_say_raw_to_acking_tutorial_server_prints_ack() {
     .ok();
     assert_eq!(say.stdout, format!("{ACK}\n{ACK}\n"), "{say}");
     for want in ["接收到客户端信息: line one", "接收到客户端信息: 第二行"] {
-        assert!(
-            py.wait_line(LOG_WAIT, |l| l == want).is_some(),
-            "{}",
-            py.story()
-        );
+        py.assert_logged(|l| l == want);
     }
 }
 
@@ -612,12 +601,7 @@ fn ferry_say_raw_to_silent_tutorial_server_prints_nothing_and_succeeds() {
     )
     .ok();
     assert_eq!(say.stdout, "", "{say}");
-    assert!(
-        py.wait_line(LOG_WAIT, |l| l == "接收到客户端信息: anyone there?")
-            .is_some(),
-        "{}",
-        py.story()
-    );
+    py.assert_logged(|l| l == "接收到客户端信息: anyone there?");
 
     let say = ferry_with_stdin(
         dir.path(),
@@ -628,11 +612,7 @@ fn ferry_say_raw_to_silent_tutorial_server_prints_nothing_and_succeeds() {
     assert_eq!(say.stdout, "", "{say}");
     // Both lines arrive (perhaps in one chunk: the server never answers, so
     // nothing paces them).
-    assert!(
-        py.wait_line(LOG_WAIT, |l| l.ends_with('b')).is_some(),
-        "{}",
-        py.story()
-    );
+    py.assert_logged(|l| l.ends_with('b'));
 }
 
 // ---------------------------------------------------------------- netcat
@@ -727,10 +707,5 @@ fn ferry_say_raw_lines_to_one_shot_tutorial_server_reports_the_close() {
     .fails();
     assert_eq!(say.stdout, format!("{ACK}\n"), "{say}");
     assert!(say.stderr.contains("closed the connection"), "{say}");
-    assert!(
-        py.wait_line(LOG_WAIT, |l| l == "接收到的数据为: first")
-            .is_some(),
-        "{}",
-        py.story()
-    );
+    py.assert_logged(|l| l == "接收到的数据为: first");
 }

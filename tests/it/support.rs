@@ -3,12 +3,14 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read};
-use std::net::SocketAddr;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
+
+use ferry::protocol::{Frame, MAGIC};
 
 /// Path of the built binary.
 pub fn ferry_bin() -> &'static str {
@@ -238,7 +240,6 @@ pub fn ferry_with_stdin(cwd: &Path, args: &[&str], stdin: Option<&[u8]>) -> Run 
 /// Feeds stdin, waits (bounded to 120 s, then kills) and collects output.
 pub fn finish(mut child: Child, stdin: Option<&[u8]>, cmd: String) -> Run {
     if let Some(input) = stdin {
-        use std::io::Write;
         let mut s = child.stdin.take().expect("stdin");
         let input = input.to_vec();
         std::thread::spawn(move || {
@@ -407,8 +408,7 @@ pub struct Relay {
 impl Relay {
     /// Listens on 127.0.0.1, port 0, for one client (accepted within 30 s).
     pub fn start(upstream: SocketAddr, opts: RelayOptions) -> Relay {
-        use std::io::Write;
-        use std::net::{Shutdown, TcpListener, TcpStream};
+        use std::net::TcpListener;
         use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
         const PATIENCE: Duration = Duration::from_secs(30);
         // No relay outlives this, whatever the peers do.
@@ -593,8 +593,7 @@ impl Drop for Relay {
 
 /// The frames at the start of a captured native byte stream (after its
 /// magic), as far as they are complete. Empty if the magic is not there.
-pub fn frames_in(head: &[u8]) -> Vec<ferry::protocol::Frame> {
-    use ferry::protocol::{Frame, MAGIC};
+pub fn frames_in(head: &[u8]) -> Vec<Frame> {
     let Some(mut rest) = head.strip_prefix(&MAGIC[..]) else {
         return Vec::new();
     };
@@ -609,4 +608,204 @@ pub fn frames_in(head: &[u8]) -> Vec<ferry::protocol::Frame> {
         }
     }
     out
+}
+
+// ---------------------------------------------------------------------------
+// A hand-driven native connection
+
+/// Bound on connecting and on every write of a [`Wire`].
+const WIRE_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Magic and a version 1 `Hello` with no capabilities: how every native
+/// client opens.
+pub fn hello() -> Vec<u8> {
+    let mut v = MAGIC.to_vec();
+    Frame::Hello {
+        version: 1,
+        caps: 0,
+    }
+    .encode(&mut v);
+    v
+}
+
+/// A hand-driven native connection over a blocking std socket, for clients
+/// the `ferry` binary would never be: silent, stalled, pipelining, hostile.
+/// Connecting and every write are bounded by 30 s, every read by the bound
+/// given to [`Wire::connect`]; a read that times out panics the test.
+pub struct Wire {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    read_bound: Duration,
+}
+
+/// How a [`Wire`] read ended when it did not yield what was asked for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Closed {
+    /// Orderly end of stream.
+    Eof,
+    /// The peer reset the connection.
+    Reset,
+}
+
+impl Wire {
+    /// Connects to `addr`; every read then waits at most `read_bound`.
+    pub fn connect(addr: SocketAddr, read_bound: Duration) -> Wire {
+        let stream = TcpStream::connect_timeout(&addr, WIRE_PATIENCE).expect("connect");
+        stream.set_read_timeout(Some(read_bound)).unwrap();
+        stream.set_write_timeout(Some(WIRE_PATIENCE)).unwrap();
+        Wire {
+            stream,
+            buf: Vec::new(),
+            read_bound,
+        }
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.stream.local_addr().unwrap()
+    }
+
+    /// Sends bytes; panics if the server does not take them.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.try_send(bytes).expect("send to server");
+    }
+
+    /// Sends bytes; a server that already closed may refuse them, which
+    /// some tests expect, so failures are returned, not panicked on.
+    pub fn try_send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Shuts down our sending side: the server reads end of stream.
+    pub fn half_close(&self) -> io::Result<()> {
+        self.stream.shutdown(Shutdown::Write)
+    }
+
+    /// One read into the buffer. `Err` when the connection is closed; panics
+    /// when nothing arrives within the read bound (a hang).
+    fn fill(&mut self) -> Result<(), Closed> {
+        let mut chunk = [0u8; 64 * 1024];
+        match self.stream.read(&mut chunk) {
+            Ok(0) => Err(Closed::Eof),
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                Ok(())
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
+                ) =>
+            {
+                Err(Closed::Reset)
+            }
+            Err(e) => panic!(
+                "no answer from the server within {:?}: {e}",
+                self.read_bound
+            ),
+        }
+    }
+
+    /// The server's magic; panics if it sends other bytes.
+    pub fn read_magic(&mut self) -> Result<(), Closed> {
+        while self.buf.len() < MAGIC.len() {
+            self.fill()?;
+        }
+        assert_eq!(self.buf[..MAGIC.len()], MAGIC, "server magic");
+        self.buf.drain(..MAGIC.len());
+        Ok(())
+    }
+
+    /// The next frame, or how the connection closed.
+    pub fn read_frame(&mut self) -> Result<Frame, Closed> {
+        // Bounded: each round parses or consumes one read, and a frame is
+        // at most 64 KiB.
+        for _ in 0..100_000 {
+            if let Some((frame, used)) = Frame::parse(&self.buf).expect("valid frame from server") {
+                self.buf.drain(..used);
+                return Ok(frame);
+            }
+            self.fill()?;
+        }
+        panic!("no complete frame after many reads");
+    }
+
+    /// The next frame; panics, naming `what` was awaited, if the
+    /// connection closes first.
+    pub fn expect_frame(&mut self, what: &str) -> Frame {
+        self.read_frame()
+            .unwrap_or_else(|c| panic!("connection closed ({c:?}) while waiting for {what}"))
+    }
+
+    /// Exactly `n` raw body bytes.
+    pub fn read_body(&mut self, n: usize) -> Result<Vec<u8>, Closed> {
+        while self.buf.len() < n {
+            self.fill()?;
+        }
+        Ok(self.buf.drain(..n).collect())
+    }
+
+    /// Every byte until the server closes (bounded per read).
+    pub fn read_to_close(&mut self) -> (Vec<u8>, Closed) {
+        for _ in 0..1_000_000 {
+            if let Err(c) = self.fill() {
+                return (std::mem::take(&mut self.buf), c);
+            }
+        }
+        panic!("server kept sending");
+    }
+
+    /// Frames until the server closes (after its magic, if it sent one);
+    /// returns them and how it closed.
+    pub fn frames_until_closed(&mut self) -> (Vec<Frame>, Closed) {
+        let mut frames = Vec::new();
+        for _ in 0..10_000 {
+            match self.read_frame() {
+                Ok(f) => frames.push(f),
+                Err(c) => return (frames, c),
+            }
+        }
+        panic!("server kept sending frames: {frames:?}");
+    }
+
+    /// Magic and Hello out; then checks the server's magic and a version 1
+    /// Welcome with no capabilities.
+    pub fn handshake(&mut self) {
+        self.send(&hello());
+        self.read_magic().expect("server closed before its magic");
+        match self.expect_frame("Welcome") {
+            Frame::Welcome {
+                version: 1,
+                caps: 0,
+            } => {}
+            other => panic!("expected Welcome, got {other:?}"),
+        }
+    }
+}
+
+/// Creates a sparse 256 MiB file, far larger than any socket buffers, so a
+/// client that stops reading keeps the server busy sending it.
+pub fn huge_sparse(root: &Path, name: &str) {
+    let f = std::fs::File::create(root.join(name)).unwrap();
+    f.set_len(256 << 20).unwrap();
+}
+
+/// A native connection that asks for `name`, reads only the FileHeader and
+/// the first body byte, then stops reading: the server is provably
+/// mid-body, busy, so never evictable. Each read waits at most `read_bound`.
+pub fn stalled_download(srv: &Server, name: &str, read_bound: Duration) -> Wire {
+    let mut w = Wire::connect(srv.addr, read_bound);
+    let mut bytes = hello();
+    Frame::Get(ferry::protocol::GetRequest {
+        path: name.as_bytes().to_vec(),
+        offset: 0,
+        length: None,
+        if_unchanged: None,
+    })
+    .encode(&mut bytes);
+    w.send(&bytes);
+    w.read_magic().expect("server closed before its magic");
+    assert!(matches!(w.expect_frame("Welcome"), Frame::Welcome { .. }));
+    assert!(matches!(w.expect_frame("FileHeader"), Frame::FileHeader(_)));
+    w.read_body(1).expect("server closed inside a body");
+    w
 }
