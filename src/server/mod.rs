@@ -217,9 +217,14 @@ pub async fn run(
             r = listener.accept() => r,
         };
         let (stream, peer) = match accepted {
-            Ok(x) => {
+            Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
-                x
+                // A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d;
+                // logs and message lines show them as plain IPv4.
+                (
+                    stream,
+                    SocketAddr::new(peer.ip().to_canonical(), peer.port()),
+                )
             }
             Err(e) => {
                 // EMFILE and friends: wait a little rather than spin.
