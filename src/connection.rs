@@ -12,14 +12,17 @@
 //! The stream type is generic so tests can run the same code over
 //! `tokio::io::duplex`.
 
+use std::fmt;
 use std::fs::File;
 use std::future::Future;
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
 
 use crate::protocol::{check_magic, DecodeError, Frame, MAGIC, MAX_FRAME_LEN};
 
@@ -30,6 +33,112 @@ const READ_CHUNK: usize = 8 * 1024;
 /// Copy-buffer size for the non-sendfile body path. 256 KiB: kernel↔user
 /// copies on small blocks cost several times more per byte than on large ones.
 pub const BODY_CHUNK: usize = 256 * 1024;
+
+/// Told when a write starts and stops waiting for the peer to take bytes,
+/// so a server can tell a peer that stopped reading from a busy one.
+pub trait StallWatch: Send + Sync + fmt::Debug {
+    /// `true`: a write is now waiting for the peer; `false`: it is done.
+    fn waiting(&self, yes: bool);
+}
+
+/// What bounds every write on a connection: how long the peer may take no
+/// bytes at all, a token that cuts a waiting write short (eviction), and
+/// who is told while a write waits. The default bounds nothing (a client
+/// writing small requests to its server).
+///
+/// Each single `write` (or wait for writability) is bounded, not the whole
+/// transfer: a slow reader that keeps taking bytes is never cut off, one
+/// that takes none for `stall` is.
+#[derive(Debug, Clone, Default)]
+pub struct WriteLimit {
+    stall: Option<Duration>,
+    cancel: Option<CancellationToken>,
+    watch: Option<Arc<dyn StallWatch>>,
+}
+
+impl WriteLimit {
+    /// Writes fail with `TimedOut` once the peer took nothing for `stall`.
+    pub fn new(stall: Duration) -> Self {
+        WriteLimit {
+            stall: Some(stall),
+            ..WriteLimit::default()
+        }
+    }
+
+    /// A waiting write fails at once when `token` is cancelled.
+    pub fn cancelled_by(mut self, token: CancellationToken) -> Self {
+        self.cancel = Some(token);
+        self
+    }
+
+    /// `watch` is told whenever a write waits for the peer.
+    pub fn watched_by(mut self, watch: Arc<dyn StallWatch>) -> Self {
+        self.watch = Some(watch);
+        self
+    }
+
+    /// Runs one write step (a `write` call, a wait for writability) under
+    /// this limit.
+    ///
+    /// # Errors
+    ///
+    /// `fut`'s error, [`stalled`] when the peer took nothing for the stall
+    /// limit, or [`evicted`] when the cancel token fired.
+    pub async fn run<T, F>(&self, fut: F) -> io::Result<T>
+    where
+        F: Future<Output = io::Result<T>>,
+    {
+        if self.cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
+            return Err(evicted());
+        }
+        let _waiting = self.watch.as_deref().map(Waiting::new);
+        let bounded = async {
+            match self.stall {
+                Some(limit) => tokio::time::timeout(limit, fut)
+                    .await
+                    .unwrap_or_else(|_| Err(stalled())),
+                None => fut.await,
+            }
+        };
+        match &self.cancel {
+            Some(token) => tokio::select! {
+                biased;
+                () = token.cancelled() => Err(evicted()),
+                r = bounded => r,
+            },
+            None => bounded.await,
+        }
+    }
+}
+
+/// Marks a [`StallWatch`] as waiting for as long as it lives.
+struct Waiting<'a>(&'a dyn StallWatch);
+
+impl<'a> Waiting<'a> {
+    fn new(w: &'a dyn StallWatch) -> Self {
+        w.waiting(true);
+        Waiting(w)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting(false);
+    }
+}
+
+/// The error for a peer that took no bytes for the stall limit.
+pub fn stalled() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "peer stopped reading")
+}
+
+/// The error for a write cut short to make room for another connection.
+pub fn evicted() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "peer stopped reading; closed to make room for another client",
+    )
+}
 
 /// Failures of framed IO.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +160,7 @@ pub struct Connection<S> {
     stream: S,
     rbuf: BytesMut,
     wbuf: Vec<u8>,
+    limit: WriteLimit,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -68,7 +178,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             stream,
             rbuf,
             wbuf: Vec::with_capacity(256),
+            limit: WriteLimit::default(),
         }
+    }
+
+    /// Bounds every later write (frames and bodies) by `limit`.
+    pub fn set_write_limit(&mut self, limit: WriteLimit) {
+        self.limit = limit;
+    }
+
+    /// The limit writes run under.
+    pub fn write_limit(&self) -> &WriteLimit {
+        &self.limit
     }
 
     /// The underlying stream.
@@ -99,6 +220,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Whether the read buffer holds bytes not yet parsed (part of a frame).
     pub fn has_buffered_input(&self) -> bool {
         !self.rbuf.is_empty()
+    }
+
+    /// Whether the read buffer already holds one whole frame (by its length
+    /// prefix), so the next [`Connection::read_frame`] needs no read.
+    pub fn frame_ready(&self) -> bool {
+        self.rbuf.len() >= 4 && {
+            let len = u32::from_be_bytes([self.rbuf[0], self.rbuf[1], self.rbuf[2], self.rbuf[3]]);
+            self.rbuf.len() - 4 >= len as usize
+        }
     }
 
     /// Reads more bytes into the read buffer. Returns false on EOF.
@@ -168,17 +298,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.wbuf.extend_from_slice(bytes);
     }
 
-    /// Sends everything queued.
+    /// Sends everything queued, each write bounded by the [`WriteLimit`].
     ///
     /// # Errors
     ///
-    /// The socket's IO error.
+    /// The socket's IO error, or the limit's (`stalled`, `evicted`).
     pub async fn flush(&mut self) -> io::Result<()> {
-        if !self.wbuf.is_empty() {
-            self.stream.write_all(&self.wbuf).await?;
-            self.wbuf.clear();
+        let mut sent = 0;
+        while sent < self.wbuf.len() {
+            let n = self.limit.run(self.stream.write(&self.wbuf[sent..])).await;
+            match n {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => sent += n,
+                Err(e) => {
+                    self.wbuf.drain(..sent);
+                    return Err(e);
+                }
+            }
         }
-        self.stream.flush().await
+        self.wbuf.clear();
+        self.limit.run(self.stream.flush()).await
     }
 
     /// Queues a frame and sends everything queued.
@@ -280,23 +419,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 impl<S: SendFile> Connection<S> {
     /// Sends what is queued followed by `len` bytes of `file` from `offset`,
     /// so the header leaves in the same segment as the start of the body.
+    /// Every write is bounded by the [`WriteLimit`].
     ///
     /// # Errors
     ///
-    /// The socket's IO error, or `UnexpectedEof` if the file ends early
-    /// (it was truncated while being served).
-    /// `stall` bounds how long the peer may take no bytes at all.
-    pub async fn send_file(
-        &mut self,
-        file: &File,
-        offset: u64,
-        len: u64,
-        stall: Duration,
-    ) -> io::Result<()> {
+    /// The socket's IO error, the limit's, or `UnexpectedEof` if the file
+    /// ends early (it was truncated while being served).
+    pub async fn send_file(&mut self, file: &File, offset: u64, len: u64) -> io::Result<()> {
         let prefix = std::mem::take(&mut self.wbuf);
         let res = self
             .stream
-            .send_file(&prefix, file, offset, len, stall)
+            .send_file(&prefix, file, offset, len, &self.limit)
             .await;
         self.wbuf = prefix;
         self.wbuf.clear();
@@ -308,18 +441,19 @@ impl<S: SendFile> Connection<S> {
 /// through user space.
 pub trait SendFile: AsyncRead + AsyncWrite + Unpin + Send {
     /// Writes `prefix`, then `len` bytes of `file` starting at `offset`,
-    /// failing with `TimedOut` if the peer takes nothing for `stall`.
+    /// each write bounded by `limit`.
     ///
     /// # Errors
     ///
-    /// The stream's IO error, or `UnexpectedEof` if the file ends early.
+    /// The stream's IO error, the limit's, or `UnexpectedEof` if the file
+    /// ends early.
     fn send_file(
         &mut self,
         prefix: &[u8],
         file: &File,
         offset: u64,
         len: u64,
-        stall: Duration,
+        limit: &WriteLimit,
     ) -> impl Future<Output = io::Result<()>> + Send;
 }
 
@@ -335,7 +469,7 @@ pub async fn copy_file_to<W: AsyncWrite + Unpin + Send>(
     file: &File,
     offset: u64,
     len: u64,
-    stall: Duration,
+    limit: &WriteLimit,
 ) -> io::Result<()> {
     let cap = BODY_CHUNK.min(usize::try_from(len).unwrap_or(BODY_CHUNK)) + prefix.len();
     let mut buf = vec![0u8; cap];
@@ -359,15 +493,19 @@ pub async fn copy_file_to<W: AsyncWrite + Unpin + Send>(
         if filled == 0 {
             break;
         }
-        tokio::time::timeout(stall, out.write_all(&buf[..filled]))
-            .await
-            .map_err(|_| crate::zerocopy::stalled())??;
+        let mut sent = 0;
+        while sent < filled {
+            match limit.run(out.write(&buf[sent..filled])).await? {
+                0 => return Err(io::ErrorKind::WriteZero.into()),
+                n => sent += n,
+            }
+        }
         filled = 0;
         if pos == end {
             break;
         }
     }
-    out.flush().await
+    limit.run(out.flush()).await
 }
 
 impl SendFile for tokio::io::DuplexStream {
@@ -377,9 +515,9 @@ impl SendFile for tokio::io::DuplexStream {
         file: &File,
         offset: u64,
         len: u64,
-        stall: Duration,
+        limit: &WriteLimit,
     ) -> io::Result<()> {
-        copy_file_to(self, prefix, file, offset, len, stall).await
+        copy_file_to(self, prefix, file, offset, len, limit).await
     }
 }
 
@@ -390,12 +528,12 @@ impl SendFile for tokio::net::TcpStream {
         file: &File,
         offset: u64,
         len: u64,
-        stall: Duration,
+        limit: &WriteLimit,
     ) -> io::Result<()> {
         #[cfg(target_os = "linux")]
-        return crate::zerocopy::send_file(self, prefix, file, offset, len, stall).await;
+        return crate::zerocopy::send_file(self, prefix, file, offset, len, limit).await;
         #[cfg(not(target_os = "linux"))]
-        return copy_file_to(self, prefix, file, offset, len, stall).await;
+        return copy_file_to(self, prefix, file, offset, len, limit).await;
     }
 }
 

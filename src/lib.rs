@@ -11,16 +11,17 @@
 //! | [`protocol`] | the wire format as a pure codec: frames, error codes, path rules. No IO. `docs/PROTOCOL.md` is its spec. |
 //! | [`connection`] | framed IO over any `AsyncRead + AsyncWrite`: read a frame, queue/flush frames, step out of framing for raw file bodies. |
 //! | `zerocopy` | file bodies via `sendfile(2)`, header and body in one segment. |
-//! | [`server`] | accept loop, connection limits and eviction, graceful shutdown; `server::root::SafeRoot` (opens beneath the root, never outside), `HashCache` (BLAKE3 per file version), the native request handler. |
-//! | [`client`] | connecting (`HOST[:PORT]`, IPv6), the native session, downloads through `PartFile` with resume and verification. |
-//! | [`tree`] | whole-directory downloads: pipelined requests, names from the server checked before anything is created. |
+//! | [`server`] | accept loop, connection limits and eviction (idle and stalled connections), graceful shutdown; `server::root::SafeRoot` (opens beneath the root, never outside, hidden files left out), `HashCache` (BLAKE3 per file version, rationed), the native request handler. |
+//! | [`client`] | addresses (`HOST[:PORT][/PATH]`, `ferry://`), the native session, downloads through `PartFile` with resume and verification: one stream, split over connections (`-j`, resumable), whole trees; where they are saved (`-o`). |
 //! | [`raw`] | the tutorial's protocol: serving its clients and netcat, and talking to its servers. |
-//! | [`display`] | making untrusted names and messages safe to print. |
+//! | [`display`] | making untrusted names and messages safe to print (the one escaping function), sizes for people. |
+//! | [`cli`] | the command line: clap arguments, turned into library calls, results into lines and exit codes. |
 //!
-//! The binary (`src/main.rs`) is clap glue over these modules; errors are
-//! `thiserror` enums per layer, `anyhow` only there. Logging is `tracing`;
-//! the library never installs a subscriber.
+//! The binary (`src/main.rs`) only calls [`cli::main`]. Errors are
+//! `thiserror` enums per layer, `anyhow` only in `cli`. Logging is
+//! `tracing`; only `cli` installs a subscriber.
 
+pub mod cli;
 pub mod client;
 pub mod connection;
 pub mod display;
@@ -28,5 +29,4 @@ mod hashing;
 pub mod protocol;
 pub mod raw;
 pub mod server;
-pub mod tree;
 mod zerocopy;

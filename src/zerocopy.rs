@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
+use crate::connection::WriteLimit;
+
 /// Largest count handed to one `sendfile` call. Linux caps a call at just
 /// under 2 GiB anyway; smaller calls let other tasks on this worker run
 /// between pieces of a long transfer.
@@ -32,7 +34,7 @@ pub async fn send_file(
     file: &File,
     offset: u64,
     len: u64,
-    stall: Duration,
+    limit: &WriteLimit,
 ) -> io::Result<()> {
     use rustix::net::SendFlags;
     use std::os::fd::AsFd;
@@ -46,7 +48,7 @@ pub async fn send_file(
         } else {
             SendFlags::empty()
         };
-        writable(stream, stall).await?;
+        limit.run(stream.writable()).await?;
         match stream.try_io(Interest::WRITABLE, || {
             rustix::net::send(stream.as_fd(), &prefix[sent..], flags).map_err(io::Error::from)
         }) {
@@ -62,7 +64,7 @@ pub async fn send_file(
         let count = usize::try_from(end - pos)
             .unwrap_or(usize::MAX)
             .min(SENDFILE_CHUNK);
-        writable(stream, stall).await?;
+        limit.run(stream.writable()).await?;
         let res = stream.try_io(Interest::WRITABLE, || {
             rustix::fs::sendfile(stream.as_fd(), file, Some(&mut pos), count)
                 .map_err(io::Error::from)
@@ -80,21 +82,6 @@ pub async fn send_file(
         }
     }
     Ok(())
-}
-
-/// Waits until `stream` can take more bytes, for at most `stall`: a peer
-/// that stops reading must not hold a connection (and its slot) forever.
-#[cfg(target_os = "linux")]
-async fn writable(stream: &TcpStream, stall: Duration) -> io::Result<()> {
-    match tokio::time::timeout(stall, stream.writable()).await {
-        Ok(r) => r,
-        Err(_) => Err(stalled()),
-    }
-}
-
-/// The error for a peer that stopped reading.
-pub fn stalled() -> io::Error {
-    io::Error::new(io::ErrorKind::TimedOut, "peer stopped reading")
 }
 
 /// Why [`splice_to_file`] stopped.

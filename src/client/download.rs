@@ -1,4 +1,5 @@
-//! Downloading one file: resume from a `.part`, receive, verify, rename.
+//! Downloading one file over one stream: resume from a `.part`, receive,
+//! verify, rename.
 
 use std::fs::File;
 use std::io::{self, IsTerminal, Write};
@@ -7,8 +8,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
 
-use super::{Client, ClientError, GrowingHash, PartFile, StreamHash};
+use super::output::{Existing, OutputDir};
+use super::space::{check_free, Reservation};
+use super::{Client, ClientError, GetOptions, GrowingHash, Have, PartFile, StreamHash};
 use crate::connection::ConnectionError;
 use crate::display::escape_controls;
 use crate::protocol::{
@@ -29,11 +34,12 @@ pub enum Progress {
 }
 
 impl Progress {
-    /// A bar for one file of `total` bytes (hidden unless wanted and
-    /// stderr is a terminal).
-    pub fn bar(self, name: &str, total: u64) -> ProgressBar {
+    /// A bar for one file (or tree) of `total` bytes, labelled `label`
+    /// (hidden unless wanted and stderr is a terminal). It is cleared from
+    /// the terminal when dropped, however the download ends.
+    pub fn bar(self, label: &str, total: u64) -> Bar {
         if self == Progress::Hidden || !io::stderr().is_terminal() {
-            return ProgressBar::hidden();
+            return Bar(ProgressBar::hidden());
         }
         let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
         bar.set_style(
@@ -43,10 +49,38 @@ impl Progress {
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
         );
-        bar.set_message(escape_controls(name).into_owned());
+        bar.set_message(escape_controls(label).into_owned());
         bar.enable_steady_tick(Duration::from_millis(200));
-        bar
+        Bar(bar)
     }
+}
+
+/// A progress bar that clears itself from the terminal when dropped, so an
+/// interrupted or failed download never leaves a frozen bar behind.
+#[derive(Debug)]
+pub struct Bar(ProgressBar);
+
+impl std::ops::Deref for Bar {
+    type Target = ProgressBar;
+    fn deref(&self) -> &ProgressBar {
+        &self.0
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
+/// Why a download did not continue its `.part`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restart {
+    /// The server's file changed since the `.part` was saved.
+    Changed,
+    /// The `.part` did not match the server's file (its hash), or was
+    /// longer than it: it was discarded.
+    Corrupt,
 }
 
 /// What a finished download did.
@@ -57,7 +91,21 @@ pub struct Downloaded {
     /// The file's size.
     pub size: u64,
     /// Bytes that came from an earlier interrupted attempt (0 if none).
-    pub resumed_from: u64,
+    pub resumed: u64,
+    /// Whether those bytes were a prefix (`resumed at N`) rather than
+    /// pieces of several ranges.
+    pub resumed_prefix: bool,
+    /// Set when an earlier `.part` was found but not used.
+    pub restarted: Option<Restart>,
+}
+
+/// How a download request ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Downloaded (and verified unless verification was off).
+    Saved(Downloaded),
+    /// ferry's own copy of this version was already there: nothing done.
+    UpToDate(PathBuf),
 }
 
 /// The local file name for a remote path: its last component, checked like
@@ -83,20 +131,39 @@ pub struct FileJob {
     pub remote: String,
     /// The local part file (and target).
     pub part: PartFile,
+    /// Bytes of the part already on disk, and the version they belong to.
     resume: Option<(u64, Validator)>,
     verify: bool,
+    restarted: Option<Restart>,
 }
 
 impl FileJob {
-    /// A job saving `remote` to `target`, resuming an earlier part if any.
-    pub fn new(remote: String, target: PathBuf) -> Self {
-        let part = PartFile::new(target);
-        let resume = part.resume_point();
+    /// A job saving `remote` through `part`, resuming what the part holds
+    /// (a prefix; a split download's part goes to [`super::ranges`]).
+    pub fn new(remote: String, part: PartFile) -> Self {
+        let resume = match part.resume_point() {
+            Some((Have::Prefix(len), v)) => Some((len, v)),
+            _ => None,
+        };
         FileJob {
             remote,
             part,
             resume,
             verify: true,
+            restarted: None,
+        }
+    }
+
+    /// A job for a file known to be small (from a listing): such files are
+    /// verified in memory and written at once, so they never leave a part
+    /// to resume, and looking for one is skipped.
+    pub fn new_small(remote: String, part: PartFile) -> Self {
+        FileJob {
+            remote,
+            part,
+            resume: None,
+            verify: true,
+            restarted: None,
         }
     }
 
@@ -108,18 +175,6 @@ impl FileJob {
         self
     }
 
-    /// A job for a file known to be small (from a listing): such files are
-    /// verified in memory and written at once, so they never leave a part
-    /// to resume, and looking for one is skipped.
-    pub fn new_small(remote: String, target: PathBuf) -> Self {
-        FileJob {
-            remote,
-            part: PartFile::new(target),
-            resume: None,
-            verify: true,
-        }
-    }
-
     /// Whether a file of `size` bytes takes the small-file path.
     pub fn is_small(size: u64) -> bool {
         size <= SMALL_BODY
@@ -129,6 +184,7 @@ impl FileJob {
     pub fn fresh(mut self) -> Self {
         self.part.discard();
         self.resume = None;
+        self.restarted = Some(Restart::Corrupt);
         self
     }
 
@@ -143,9 +199,11 @@ impl FileJob {
 
     /// The same job, its resume point read again from the part file (after
     /// an interrupted attempt wrote more of it).
-    pub fn renewed(mut self) -> Self {
-        self.resume = self.part.resume_point();
-        self
+    pub fn renewed(self) -> Self {
+        let restarted = self.restarted;
+        let mut job = FileJob::new(self.remote, self.part).verify(self.verify);
+        job.restarted = restarted;
+        job
     }
 
     /// Whether this job checks the hash.
@@ -154,8 +212,14 @@ impl FileJob {
     }
 
     /// The GET request for this job.
+    ///
+    /// A part that already holds the whole file asks for its last byte
+    /// again: a server answers a request for no bytes without hashing the
+    /// file (docs/PROTOCOL.md), and the hash is what the complete part
+    /// still needs.
     pub fn request(&self) -> GetRequest {
         let (offset, if_unchanged) = match self.resume {
+            Some((len, v)) if len > 0 && len == v.size => (len - 1, Some(v)),
             Some((len, v)) => (len, Some(v)),
             None => (0, None),
         };
@@ -168,45 +232,52 @@ impl FileJob {
     }
 }
 
-/// Downloads `remote` into `out_dir` under its base name.
+/// Downloads `remote` to `rel` inside `out`, unless ferry's own copy of
+/// that version is already there. An existing different file is refused
+/// unless `opts.force`.
 ///
-/// Resumes from an earlier `.part` when the server's file is unchanged,
-/// starts over when it changed, and renames the part into place only after
-/// the BLAKE3 hash of the whole file matches the server's. A refused request
+/// # Errors
+///
+/// As [`download_job`], and `Exists` for a file in the way.
+pub async fn fetch_file(
+    client: &mut Client,
+    out: &OutputDir,
+    rel: &Path,
+    remote: &str,
+    opts: &GetOptions,
+) -> Result<Outcome, ClientError> {
+    if out.existing(rel, 0, i64::MIN, true)? != Existing::Absent {
+        let st = client.stat(remote).await?;
+        if out.existing(rel, st.size, st.mtime_ns, opts.force)? == Existing::UpToDate {
+            debug!(target = %out.shown(rel).display(), "already up to date");
+            return Ok(Outcome::UpToDate(out.shown(rel)));
+        }
+    }
+    let job = FileJob::new(remote.to_string(), out.part(rel)).verify(opts.verify);
+    download_job(client, job, opts).await.map(Outcome::Saved)
+}
+
+/// Fetches `job` over `client`: resumes its part when the server's file
+/// is unchanged, starts over when it changed (or when the resumed part
+/// turns out not to match), and renames the part into place only after the
+/// BLAKE3 hash of the whole file matches the server's. A refused request
 /// creates nothing.
 ///
 /// # Errors
 ///
 /// The server's refusal (`Remote`), `HashMismatch`, local file errors
-/// (`Local`, the part kept for a later resume) or a lost connection (the
-/// part kept).
-pub async fn download(
-    client: &mut Client,
-    remote: &str,
-    out_dir: &Path,
-    progress: Progress,
-) -> Result<Downloaded, ClientError> {
-    let name = local_name(remote)?;
-    download_job(
-        client,
-        FileJob::new(remote.to_string(), out_dir.join(name)),
-        progress,
-    )
-    .await
-}
-
-/// [`download`] for a job built by the caller (e.g. without verification).
-///
-/// # Errors
-///
-/// As [`download`].
+/// (`Local`, the part kept for a later resume), a lost connection (the
+/// part kept) or `Interrupted`.
 pub async fn download_job(
     client: &mut Client,
     job: FileJob,
-    progress: Progress,
+    opts: &GetOptions,
 ) -> Result<Downloaded, ClientError> {
-    match fetch(client, &job, progress).await {
-        Err(e) if job.retry_fresh(&e) => fetch(client, &job.fresh(), progress).await,
+    match fetch(client, &job, opts).await {
+        Err(e) if job.retry_fresh(&e) => {
+            debug!("the .part did not match ({e}); starting over");
+            fetch(client, &job.fresh(), opts).await
+        }
         other => other,
     }
 }
@@ -214,40 +285,58 @@ pub async fn download_job(
 async fn fetch(
     client: &mut Client,
     job: &FileJob,
-    progress: Progress,
+    opts: &GetOptions,
 ) -> Result<Downloaded, ClientError> {
     client.queue_get(job.request())?;
     client.flush().await?;
-    receive(client, job, Some(progress), None).await
+    receive(client, job, opts, None).await
 }
 
 /// Reads the answer to `job`'s GET (already sent) into its part file,
 /// verifies it and renames it into place. Progress goes to a bar of its own
-/// (`progress`) or to a shared one (`shared_bar`).
+/// or to `shared_bar`.
 ///
 /// # Errors
 ///
-/// As [`download`].
+/// As [`download_job`].
 pub async fn receive(
     client: &mut Client,
     job: &FileJob,
-    progress: Option<Progress>,
+    opts: &GetOptions,
     shared_bar: Option<&ProgressBar>,
 ) -> Result<Downloaded, ClientError> {
     let header = read_header(client).await?;
-    let offset = job.request().offset;
-    if header.offset != 0 && header.offset != offset {
+    let asked = job.request().offset;
+    if header.offset != 0 && header.offset != asked {
         return Err(ClientError::Protocol(format!(
-            "server resumed at {} but was asked for {offset}",
+            "server resumed at {} but was asked for {asked}",
             header.offset
         )));
     }
+    let resumed = match job.resume {
+        Some((len, _)) if asked > 0 && header.offset == asked => len,
+        _ => 0,
+    };
+    let restarted = if asked > 0 && header.offset == 0 {
+        debug!("the server's file changed since the .part was saved; starting over");
+        Some(Restart::Changed)
+    } else {
+        job.restarted
+    };
+    let done = |size| Downloaded {
+        path: job.part.target().to_path_buf(),
+        size,
+        resumed,
+        resumed_prefix: true,
+        restarted,
+    };
     if header.offset == 0 && header.length <= SMALL_BODY {
-        return receive_small(client, job, &header, shared_bar).await;
+        receive_small(client, job, &header, shared_bar, &opts.cancel).await?;
+        return Ok(done(header.size));
     }
     let part = &job.part;
     let local = |source| ClientError::Local {
-        path: part.part_path().to_path_buf(),
+        path: part.part_path(),
         source,
     };
     let file = if header.offset == 0 {
@@ -259,31 +348,12 @@ pub async fn receive(
     } else {
         part.reopen().map_err(local)?
     };
-    // Reserve the blocks up front without changing the file's length (which
-    // is what a resume reads): the file system allocates one extent instead
-    // of growing the file piece by piece, and a full disk shows at once.
-    // File systems without fallocate simply skip this.
-    // Not on tmpfs, where fallocate zeroes every page before the first byte
-    // arrives: there it costs more than it saves.
-    const TMPFS_MAGIC: i64 = 0x0102_1994;
-    // `f_type`'s width differs between architectures, hence the cast.
-    #[allow(clippy::unnecessary_cast)]
-    let on_tmpfs = rustix::fs::fstatfs(&file).is_ok_and(|fs| fs.f_type as i64 == TMPFS_MAGIC);
-    if !on_tmpfs {
-        let _ = rustix::fs::fallocate(
-            &file,
-            rustix::fs::FallocateFlags::KEEP_SIZE,
-            header.offset,
-            header.length,
-        );
-    }
+    check_free(&file, header.length, &part.part_path())?;
     let own_bar;
     let bar = match shared_bar {
         Some(b) => b,
         None => {
-            own_bar = progress
-                .unwrap_or(Progress::Hidden)
-                .bar(&job.remote, header.size);
+            own_bar = opts.progress.bar(&job.remote, header.size);
             own_bar.set_position(header.offset);
             &own_bar
         }
@@ -296,11 +366,15 @@ pub async fn receive(
     } else {
         None
     };
-    let received = receive_into_file(client, &job.remote, &header, &file, hash.as_ref(), bar).await;
-    if shared_bar.is_none() {
-        bar.finish_and_clear();
-    }
-    drop(file);
+    let mut reserve = Reservation::new(&file, header.offset, header.offset + header.length);
+    let received = tokio::select! {
+        r = receive_into_file(client, &job.remote, &header, &file, hash.as_ref(), bar, &mut reserve) => r,
+        () = opts.cancel.cancelled() => Err(ClientError::Interrupted {
+            part: Some(part.part_path()),
+            kept: 0,
+            total: header.size,
+        }),
+    };
     // Only a complete body may be hashed to `header.size`. After a cut
     // connection or a failed write the part is shorter than that, and
     // `finish(size)` would map pages past its end: touching them is SIGBUS,
@@ -311,52 +385,32 @@ pub async fn receive(
         (Some(h), Ok(())) => Some(h.finish(header.size).await),
         _ => None,
     };
-    match received {
-        Ok(()) => {}
-        Err(ClientError::Output(source)) => return Err(local(source)),
-        Err(e) => return Err(e),
+    if let Err(e) = received {
+        let kept = file.metadata().map_or(0, |m| m.len());
+        reserve.release(kept);
+        return Err(match e {
+            ClientError::Output(source) => local(source),
+            ClientError::Interrupted { part, total, .. } => {
+                ClientError::Interrupted { part, kept, total }
+            }
+            e => e,
+        });
     }
     let actual = actual.transpose().map_err(local)?;
     let expected = read_trailer(client).await?;
     if actual.is_some_and(|a| a != expected) {
+        drop(file);
         part.discard();
         return Err(ClientError::HashMismatch(
             escape_controls(&job.remote).into_owned(),
         ));
     }
-    commit(part, header.size, header.offset)
-}
-
-/// Renames a verified part into place and describes the result.
-///
-/// # Errors
-///
-/// `Local` if the rename fails.
-pub(super) fn commit(
-    part: &PartFile,
-    size: u64,
-    resumed_from: u64,
-) -> Result<Downloaded, ClientError> {
-    finish(part, size, resumed_from, PartFile::commit)
-}
-
-/// [`commit`] with the rename to use (a part without metadata has none to
-/// remove).
-fn finish(
-    part: &PartFile,
-    size: u64,
-    resumed_from: u64,
-    rename: fn(&PartFile) -> io::Result<()>,
-) -> Result<Downloaded, ClientError> {
-    rename(part).map_err(|source| ClientError::Local {
-        path: part.target().to_path_buf(),
-        source,
-    })?;
-    Ok(Downloaded {
-        path: part.target().to_path_buf(),
-        size,
-        resumed_from,
-    })
+    part.commit(&file, Some(header.mtime_ns))
+        .map_err(|source| ClientError::Local {
+            path: part.target().to_path_buf(),
+            source,
+        })?;
+    Ok(done(header.size))
 }
 
 /// Bodies up to this size are received into memory and verified before
@@ -371,20 +425,26 @@ async fn receive_small(
     job: &FileJob,
     header: &FileHeader,
     shared_bar: Option<&ProgressBar>,
-) -> Result<Downloaded, ClientError> {
+    cancel: &CancellationToken,
+) -> Result<(), ClientError> {
     let len = usize::try_from(header.length).map_err(|_| ClientError::Protocol("size".into()))?;
     let mut body = Vec::with_capacity(len);
     let mut buf = vec![0u8; len.max(1)];
-    client
-        .read_body(header.length, &mut buf, |chunk| {
-            body.extend_from_slice(chunk);
-            Ok(())
-        })
-        .await
-        .map_err(|e| match e {
-            ConnectionError::UnexpectedEof(_) => interrupted(&job.remote),
+    let read = client.read_body(header.length, &mut buf, |chunk| {
+        body.extend_from_slice(chunk);
+        Ok(())
+    });
+    tokio::select! {
+        r = read => r.map_err(|e| match e {
+            ConnectionError::UnexpectedEof(_) => cut_short(&job.remote),
             other => other.into(),
-        })?;
+        })?,
+        () = cancel.cancelled() => return Err(ClientError::Interrupted {
+            part: None,
+            kept: 0,
+            total: header.size,
+        }),
+    }
     let expected = read_trailer(client).await?;
     if job.verify && blake3::hash(&body).as_bytes() != &expected {
         return Err(ClientError::HashMismatch(
@@ -393,21 +453,26 @@ async fn receive_small(
     }
     let part = &job.part;
     let local = |source| ClientError::Local {
-        path: part.part_path().to_path_buf(),
+        path: part.part_path(),
         source,
     };
     let mut file = part.create_plain().map_err(local)?;
     file.write_all(&body).map_err(local)?;
-    drop(file);
+    part.commit(&file, Some(header.mtime_ns))
+        .map_err(|source| ClientError::Local {
+            path: part.target().to_path_buf(),
+            source,
+        })?;
     if let Some(bar) = shared_bar {
         bar.inc(header.length);
     }
-    finish(part, header.size, 0, PartFile::commit_plain)
+    Ok(())
 }
 
 /// Receives the body announced by `header` into `file` at its offset,
-/// telling `hash` and `bar` how far it got. On Linux the bytes go from the
-/// socket to the file with `splice(2)`, never through user space.
+/// telling `hash`, `bar` and `reserve` how far it got. On Linux the bytes
+/// go from the socket to the file with `splice(2)`, never through user
+/// space.
 async fn receive_into_file(
     client: &mut Client,
     remote: &str,
@@ -415,11 +480,13 @@ async fn receive_into_file(
     file: &File,
     hash: Option<&GrowingHash>,
     bar: &ProgressBar,
+    reserve: &mut Reservation<'_>,
 ) -> Result<(), ClientError> {
-    let advance = |p| {
+    let mut advance = |p| {
         if let Some(h) = hash {
             h.advance(p);
         }
+        reserve.advance(p);
         bar.set_position(p);
     };
     let conn = client.connection();
@@ -435,16 +502,15 @@ async fn receive_into_file(
     if pos == end {
         return Ok(());
     }
-    let progress = advance;
     #[cfg(target_os = "linux")]
     {
         use crate::zerocopy::{splice_to_file, SpliceError};
-        splice_to_file(conn.stream(), file, pos, end - pos, progress)
+        splice_to_file(conn.stream(), file, pos, end - pos, advance)
             .await
             .map_err(|e| match e {
                 SpliceError::File(e) => ClientError::Output(e),
                 SpliceError::Socket(e) => ClientError::Connection(ConnectionError::Io(e)),
-                SpliceError::Eof => interrupted(remote),
+                SpliceError::Eof => cut_short(remote),
             })
     }
     #[cfg(not(target_os = "linux"))]
@@ -459,7 +525,7 @@ async fn receive_into_file(
                     return Err(io::Error::new(kind, "local write failed"));
                 }
                 pos += chunk.len() as u64;
-                progress(pos);
+                advance(pos);
                 Ok(())
             })
             .await;
@@ -467,13 +533,13 @@ async fn receive_into_file(
             return Err(ClientError::Output(e));
         }
         res.map_err(|e| match e {
-            ConnectionError::UnexpectedEof(_) => interrupted(remote),
+            ConnectionError::UnexpectedEof(_) => cut_short(remote),
             other => other.into(),
         })
     }
 }
 
-fn interrupted(remote: &str) -> ClientError {
+pub(super) fn cut_short(remote: &str) -> ClientError {
     ClientError::Connection(ConnectionError::Io(io::Error::new(
         io::ErrorKind::UnexpectedEof,
         format!(
@@ -483,7 +549,7 @@ fn interrupted(remote: &str) -> ClientError {
     )))
 }
 
-async fn read_trailer(client: &mut Client) -> Result<[u8; HASH_LEN], ClientError> {
+pub(super) async fn read_trailer(client: &mut Client) -> Result<[u8; HASH_LEN], ClientError> {
     match client.read_reply().await? {
         Frame::Trailer { hash } => Ok(hash),
         other => Err(ClientError::Protocol(format!(
@@ -498,13 +564,13 @@ async fn read_trailer(client: &mut Client) -> Result<[u8; HASH_LEN], ClientError
 ///
 /// # Errors
 ///
-/// As [`download`]; `HashMismatch` after the bytes were written.
+/// As [`download_job`]; `HashMismatch` after the bytes were written;
+/// `Interrupted` (nothing kept) on Ctrl-C.
 pub async fn download_to<W: Write>(
     client: &mut Client,
     remote: &str,
     out: &mut W,
-    progress: Progress,
-    verify: bool,
+    opts: &GetOptions,
 ) -> Result<u64, ClientError> {
     client.queue_get(GetRequest {
         path: remote.as_bytes().to_vec(),
@@ -517,10 +583,15 @@ pub async fn download_to<W: Write>(
     if header.offset != 0 {
         return Err(ClientError::Protocol("server answered with a range".into()));
     }
-    let bar = progress.bar(remote, header.size);
-    let res = receive_verified(client, remote, &header, out, verify, &bar).await;
-    bar.finish_and_clear();
-    res.map(|()| header.size)
+    let bar = opts.progress.bar(remote, header.size);
+    tokio::select! {
+        r = receive_verified(client, remote, &header, out, opts.verify, &bar) => r.map(|()| header.size),
+        () = opts.cancel.cancelled() => Err(ClientError::Interrupted {
+            part: None,
+            kept: 0,
+            total: header.size,
+        }),
+    }
 }
 
 async fn read_header(client: &mut Client) -> Result<FileHeader, ClientError> {
@@ -542,8 +613,8 @@ async fn read_header(client: &mut Client) -> Result<FileHeader, ClientError> {
     Ok(header)
 }
 
-/// Receives the body announced by `header` into `out`, hashing it after
-/// whatever `hasher` already holds, then checks the trailer's hash.
+/// Receives the body announced by `header` into `out`, hashing it on a
+/// thread of its own, then checks the trailer's hash.
 async fn receive_verified<W: Write>(
     client: &mut Client,
     remote: &str,
@@ -577,7 +648,7 @@ async fn receive_verified<W: Write>(
             .await
             .map_err(|e| ClientError::Connection(e.into()))?;
         if n == 0 {
-            return Err(interrupted(remote));
+            return Err(cut_short(remote));
         }
         out.write_all(&buf[..n]).map_err(ClientError::Output)?;
         bar.inc(n as u64);

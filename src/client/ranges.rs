@@ -2,23 +2,36 @@
 //! where one TCP stream cannot fill the pipe (long round trips, loss).
 //!
 //! The file is cut into N ranges; each connection fetches one with a GET
-//! carrying the version (size, mtime) seen by a STAT first, and writes it at
-//! its offset in the part file. Every answer's trailer carries the hash of
-//! the whole file; once all ranges are in, the part is hashed from disk and
-//! compared before it is renamed into place. A split download is not
-//! resumable: on failure its part is removed.
+//! carrying the version (size, mtime) seen by a STAT first, and writes it
+//! at its offset in the part file. Every answer's trailer carries the hash
+//! of the whole file; once all ranges are in, the part is hashed from disk
+//! and compared before it is renamed into place.
+//!
+//! A split download is resumable: each range's progress is kept in the
+//! part's metadata (checkpointed every second, and when the download fails
+//! or is interrupted), and a later run fetches only what each range still
+//! lacks, over as many connections as it is given. A single-stream part
+//! re-run with `-j` has its remainder split the same way. If the server's
+//! file changed in between, the part is discarded and the download starts
+//! over; it never splices two versions together.
 
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt as _;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use indicatif::ProgressBar;
+use tracing::debug;
 
+use super::download::{download_job, read_trailer};
+use super::output::{Existing, OutputDir};
+use super::space::check_free;
 use super::{
-    download_job, local_name, Client, ClientError, Downloaded, FileJob, HostPort, PartFile,
-    Progress,
+    fetch_file, Client, ClientError, Downloaded, FileJob, GetOptions, Have, HostPort, Outcome,
+    PartFile, RangeProgress, Restart,
 };
 use crate::display::escape_controls;
 use crate::protocol::{EntryKind, Frame, GetRequest, Validator, HASH_LEN};
@@ -29,113 +42,137 @@ pub const MIN_SPLIT: u64 = 4 * 1024 * 1024;
 /// Ranges start on multiples of this (page- and extent-friendly).
 const ALIGN: u64 = 1024 * 1024;
 
-/// Downloads `remote` into `out_dir` over `jobs` connections.
+/// How often range progress is written to the part's metadata.
+const CHECKPOINT: Duration = Duration::from_secs(1);
+
+/// How many times a connection is re-opened after it broke.
+const MAX_RECONNECTS: usize = 3;
+
+/// Downloads `remote` to `rel` inside `out` over up to `jobs` connections,
+/// resuming a split (or single-stream) part when the server's file is
+/// unchanged.
 ///
-/// Falls back to one stream for small files, for `jobs <= 1`, and when an
-/// earlier interrupted part exists (so it is resumed, not thrown away).
+/// Falls back to one stream for small files and for `jobs <= 1` (unless a
+/// split part is to be resumed).
 ///
 /// # Errors
 ///
-/// As [`download`], plus `Protocol` if the file changes during the download.
+/// As [`super::download_job`].
 pub async fn download_split(
     addr: &HostPort,
+    out: &OutputDir,
+    rel: &Path,
     remote: &str,
-    out_dir: &Path,
     jobs: usize,
-    progress: Progress,
-    verify: bool,
-) -> Result<Downloaded, ClientError> {
+    opts: &GetOptions,
+) -> Result<Outcome, ClientError> {
+    let mut restarted = None;
+    let mut outcome = split_once(addr, out, rel, remote, jobs, opts, &mut restarted).await;
+    if let Err(e @ (SplitError::Changed | SplitError::Corrupt)) = &outcome {
+        // Once more from nothing, against the server's current version; a
+        // second failure is reported.
+        debug!("starting the split download over: {e:?}");
+        out.part(rel).discard();
+        restarted = Some(match e {
+            SplitError::Corrupt => Restart::Corrupt,
+            _ => Restart::Changed,
+        });
+        outcome = split_once(addr, out, rel, remote, jobs, opts, &mut restarted).await;
+    }
+    match outcome {
+        Ok(Outcome::Saved(mut d)) => {
+            d.restarted = d.restarted.or(restarted);
+            Ok(Outcome::Saved(d))
+        }
+        Ok(other) => Ok(other),
+        Err(e) => Err(e.into_client(remote)),
+    }
+}
+
+/// One attempt of [`download_split`]: stat, plan from what the part holds,
+/// fetch.
+async fn split_once(
+    addr: &HostPort,
+    out: &OutputDir,
+    rel: &Path,
+    remote: &str,
+    jobs: usize,
+    opts: &GetOptions,
+    restarted: &mut Option<Restart>,
+) -> Result<Outcome, SplitError> {
     let mut first = Client::connect(addr).await?;
-    let name = local_name(remote)?;
-    let part = PartFile::new(out_dir.join(name));
-    let st = first.stat(remote).await;
-    let split = match &st {
-        Ok(s) => {
-            s.kind == EntryKind::File
-                && jobs > 1
-                && s.size >= MIN_SPLIT
-                && part.resume_point().is_none()
-        }
-        Err(_) => false,
-    };
-    let st = match st {
-        Ok(s) if split => s,
-        // Let the plain path produce its usual answer (or error).
-        _ => {
-            let job = FileJob::new(remote.to_string(), part.target().to_path_buf());
-            return download_job(&mut first, job.verify(verify), progress).await;
-        }
-    };
+    let st = first.stat(remote).await?;
+    if st.kind != EntryKind::File {
+        // Let the plain path produce its usual answer ("is a directory").
+        return Ok(fetch_file(&mut first, out, rel, remote, opts).await?);
+    }
+    if out.existing(rel, st.size, st.mtime_ns, opts.force)? == Existing::UpToDate {
+        return Ok(Outcome::UpToDate(out.shown(rel)));
+    }
     let version = Validator {
         size: st.size,
         mtime_ns: st.mtime_ns,
     };
-    let local = |source| ClientError::Local {
-        path: part.part_path().to_path_buf(),
-        source,
-    };
-    let file = part.create(version).map_err(local)?;
-    file.set_len(st.size).map_err(local)?;
-    let file = Arc::new(file);
-    let bar = progress.bar(remote, st.size);
-
-    let ranges = split_ranges(st.size, jobs as u64);
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut first = Some(first);
-    for (offset, length) in ranges {
-        let client = first.take();
-        let (addr, remote, file, bar) =
-            (addr.clone(), remote.to_string(), file.clone(), bar.clone());
-        tasks.spawn(async move {
-            let mut client = match client {
-                Some(c) => c,
-                None => Client::connect(&addr).await?,
-            };
-            fetch_range(&mut client, &remote, version, offset, length, &file, &bar).await
-        });
-    }
-    let mut hashes = Vec::new();
-    let mut failure = None;
-    while let Some(res) = tasks.join_next().await {
-        match res {
-            Ok(Ok(h)) => hashes.push(h),
-            Ok(Err(e)) => {
-                failure.get_or_insert(e);
-                tasks.abort_all();
-            }
-            Err(e) if e.is_cancelled() => {}
-            Err(e) => {
-                failure.get_or_insert(ClientError::Protocol(format!("range task failed: {e}")));
-            }
-        }
-    }
-    bar.finish_and_clear();
-    if let Some(e) = failure {
-        part.discard();
-        return Err(e);
-    }
-    let expected = hashes[0];
-    if hashes.iter().any(|h| *h != expected) {
-        part.discard();
-        return Err(ClientError::Protocol(format!(
-            "{} changed during the download; run again",
-            escape_controls(remote)
-        )));
-    }
-    if verify {
-        let file = file.clone();
-        let actual = tokio::task::spawn_blocking(move || crate::hashing::hash_file(&file, st.size))
-            .await
-            .map_err(|e| ClientError::Protocol(format!("hashing failed: {e}")))?
-            .map_err(local)?;
-        if actual != expected {
+    let part = out.part(rel);
+    let plan = match part.resume_point() {
+        Some((have, v)) if v != version => {
+            debug!(?have, "the server's file changed since the .part was saved");
             part.discard();
-            return Err(ClientError::HashMismatch(
-                escape_controls(remote).into_owned(),
-            ));
+            *restarted = Some(Restart::Changed);
+            fresh_plan(st.size, jobs)
         }
+        Some((Have::Ranges(r), _)) => Some(r),
+        Some((Have::Prefix(len), _)) if jobs > 1 && st.size.saturating_sub(len) >= MIN_SPLIT => {
+            let mut r = vec![RangeProgress {
+                offset: 0,
+                length: len,
+                done: len,
+            }];
+            r.extend(
+                split_ranges(st.size - len, jobs as u64)
+                    .into_iter()
+                    .map(|(o, l)| RangeProgress {
+                        offset: len + o,
+                        length: l,
+                        done: 0,
+                    }),
+            );
+            r.retain(|r| r.length > 0);
+            Some(r)
+        }
+        Some((Have::Prefix(_), _)) => None,
+        None => fresh_plan(st.size, jobs),
+    };
+    let Some(ranges) = plan else {
+        let job = FileJob::new(remote.to_string(), part).verify(opts.verify);
+        return Ok(Outcome::Saved(download_job(&mut first, job, opts).await?));
+    };
+    let split = Split {
+        addr,
+        remote,
+        version,
+        part: &part,
+        opts,
+        jobs,
+    };
+    split.run(first, ranges).await.map(Outcome::Saved)
+}
+
+/// The ranges of a fresh split, or `None` if the file is not worth it.
+fn fresh_plan(size: u64, jobs: usize) -> Option<Vec<RangeProgress>> {
+    if jobs <= 1 || size < MIN_SPLIT {
+        return None;
     }
-    super::download::commit(&part, st.size, 0)
+    Some(
+        split_ranges(size, jobs as u64)
+            .into_iter()
+            .map(|(offset, length)| RangeProgress {
+                offset,
+                length,
+                done: 0,
+            })
+            .collect(),
+    )
 }
 
 /// Splits `size` bytes into up to `n` aligned ranges `(offset, length)`.
@@ -155,68 +192,323 @@ pub fn split_ranges(size: u64, n: u64) -> Vec<(u64, u64)> {
     out
 }
 
-async fn fetch_range(
-    client: &mut Client,
-    remote: &str,
-    version: Validator,
-    offset: u64,
-    length: u64,
-    file: &File,
-    bar: &ProgressBar,
-) -> Result<[u8; HASH_LEN], ClientError> {
-    client.queue_get(GetRequest {
-        path: remote.as_bytes().to_vec(),
-        offset,
-        length: Some(length),
-        if_unchanged: Some(version),
-    })?;
-    client.flush().await?;
-    let h = match client.read_reply().await? {
-        Frame::FileHeader(h) => h,
-        other => {
-            return Err(ClientError::Protocol(format!(
-                "expected FileHeader, got {}",
-                other.name()
-            )))
+/// Why a split download stopped.
+#[derive(Debug)]
+enum SplitError {
+    /// The server's file is not the version the ranges belong to.
+    Changed,
+    /// Every range arrived, but the whole does not hash to the server's
+    /// hash (a resumed piece was damaged).
+    Corrupt,
+    /// Anything else; the part and its progress are kept.
+    Client(ClientError),
+}
+
+impl SplitError {
+    fn into_client(self, remote: &str) -> ClientError {
+        match self {
+            SplitError::Changed => ClientError::Protocol(format!(
+                "{} changed on the server during the download; run again",
+                escape_controls(remote)
+            )),
+            SplitError::Corrupt => ClientError::HashMismatch(escape_controls(remote).into_owned()),
+            SplitError::Client(e) => e,
         }
-    };
-    if h.size != version.size || h.mtime_ns != version.mtime_ns {
-        return Err(ClientError::Protocol(format!(
-            "{} changed during the download; run again",
-            escape_controls(remote)
-        )));
     }
-    if h.offset != offset || h.length != length {
-        return Err(ClientError::Protocol(format!(
-            "asked for {offset}+{length}, server sent {}+{}",
-            h.offset, h.length
-        )));
+}
+
+impl From<ClientError> for SplitError {
+    fn from(e: ClientError) -> Self {
+        SplitError::Client(e)
     }
-    let mut pos = offset;
-    let mut buf = vec![0u8; 1024 * 1024];
-    let mut write_error = None;
-    let res = client
-        .read_body(length, &mut buf, |chunk| {
-            if let Err(e) = file.write_all_at(chunk, pos) {
-                let kind = e.kind();
-                write_error = Some(e);
-                return Err(io::Error::new(kind, "local write failed"));
+}
+
+/// One split download in progress.
+struct Split<'a> {
+    addr: &'a HostPort,
+    remote: &'a str,
+    version: Validator,
+    part: &'a PartFile,
+    opts: &'a GetOptions,
+    jobs: usize,
+}
+
+impl Split<'_> {
+    /// Fetches what `ranges` still lack, verifies the whole, commits.
+    async fn run(
+        &self,
+        first: Client,
+        mut ranges: Vec<RangeProgress>,
+    ) -> Result<Downloaded, SplitError> {
+        let part = self.part;
+        let local = |source| ClientError::Local {
+            path: part.part_path(),
+            source,
+        };
+        let resumed: u64 = ranges.iter().map(|r| r.done.min(r.length)).sum();
+        let file = if resumed == 0 {
+            let f = part.create_plain().map_err(local)?;
+            f.set_len(self.version.size).map_err(local)?;
+            f
+        } else {
+            let f = part.reopen().map_err(local)?;
+            // A single-stream part continued in ranges: give it its full
+            // length (the ranges' metadata says what is really there).
+            if f.metadata().map_err(local)?.len() < self.version.size {
+                f.set_len(self.version.size).map_err(local)?;
             }
-            pos += chunk.len() as u64;
-            bar.inc(chunk.len() as u64);
-            Ok(())
+            f
+        };
+        part.write_meta(self.version, Some(&ranges))
+            .map_err(local)?;
+        check_free(&file, self.version.size - resumed, &part.part_path())?;
+        // A part that is all there still needs the server's hash: fetch its
+        // last byte again (a request for nothing gets no hash).
+        if ranges.iter().all(|r| r.remaining() == 0) {
+            if let Some(last) = ranges.iter_mut().rev().find(|r| r.length > 0) {
+                last.done -= 1;
+            }
+        }
+        let file = Arc::new(file);
+        let done: Arc<[AtomicU64]> = ranges.iter().map(|r| AtomicU64::new(r.done)).collect();
+        let bar = self.opts.progress.bar(self.remote, self.version.size);
+        bar.set_position(resumed);
+        let todo: Vec<usize> = (0..ranges.len())
+            .filter(|&i| ranges[i].remaining() > 0)
+            .collect();
+        let lanes = self.jobs.clamp(1, todo.len().max(1));
+        debug!(
+            ranges = ranges.len(),
+            todo = todo.len(),
+            lanes,
+            resumed,
+            "split download"
+        );
+        let ranges: Arc<[RangeProgress]> = ranges.into();
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut first = Some(first);
+        for lane in 0..lanes {
+            let pieces: Vec<usize> = todo.iter().copied().skip(lane).step_by(lanes).collect();
+            let ctx = Lane {
+                client: first.take(),
+                addr: self.addr.clone(),
+                remote: self.remote.to_string(),
+                version: self.version,
+                ranges: ranges.clone(),
+                done: done.clone(),
+                file: file.clone(),
+                part_path: part.part_path(),
+                bar: (*bar).clone(),
+            };
+            tasks.spawn(ctx.run(pieces));
+        }
+        let snapshot = |done: &[AtomicU64]| -> Vec<RangeProgress> {
+            ranges
+                .iter()
+                .zip(done)
+                .map(|(r, d)| RangeProgress {
+                    done: d.load(Ordering::Acquire),
+                    ..*r
+                })
+                .collect()
+        };
+        let mut hashes = Vec::new();
+        let mut failure: Option<SplitError> = None;
+        let mut tick = tokio::time::interval(CHECKPOINT);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                joined = tasks.join_next() => match joined {
+                    None => break,
+                    Some(Ok(Ok(h))) => hashes.extend(h),
+                    Some(Ok(Err(e))) => {
+                        failure.get_or_insert(e);
+                        tasks.abort_all();
+                    }
+                    Some(Err(e)) if e.is_cancelled() => {}
+                    Some(Err(e)) => {
+                        failure.get_or_insert(SplitError::Client(ClientError::Protocol(format!(
+                            "range task failed: {e}"
+                        ))));
+                        tasks.abort_all();
+                    }
+                },
+                _ = tick.tick() => {
+                    let _ = part.write_meta(self.version, Some(&snapshot(&done)));
+                }
+                () = self.opts.cancel.cancelled(), if failure.is_none() => {
+                    failure = Some(SplitError::Client(ClientError::Interrupted {
+                        part: Some(part.part_path()),
+                        kept: 0,
+                        total: self.version.size,
+                    }));
+                    tasks.abort_all();
+                }
+            }
+        }
+        // Every task has stopped writing: what the counters say is on disk.
+        let progress = snapshot(&done);
+        let kept = Have::Ranges(progress.clone()).bytes();
+        if let Some(e) = failure {
+            if matches!(e, SplitError::Changed) {
+                return Err(e);
+            }
+            let _ = part.write_meta(self.version, Some(&progress));
+            return Err(match e {
+                SplitError::Client(ClientError::Interrupted { part, total, .. }) => {
+                    SplitError::Client(ClientError::Interrupted { part, kept, total })
+                }
+                other => other,
+            });
+        }
+        drop(bar);
+        let expected = hashes.first().copied().ok_or_else(|| {
+            SplitError::Client(ClientError::Protocol("no range was fetched".into()))
+        })?;
+        if hashes.iter().any(|h| *h != expected) {
+            return Err(SplitError::Changed);
+        }
+        if self.opts.verify {
+            let (f, size) = (file.clone(), self.version.size);
+            let actual = tokio::task::spawn_blocking(move || crate::hashing::hash_file(&f, size))
+                .await
+                .map_err(|e| ClientError::Protocol(format!("hashing failed: {e}")))?
+                .map_err(local)?;
+            if actual != expected {
+                if resumed > 0 {
+                    return Err(SplitError::Corrupt);
+                }
+                part.discard();
+                return Err(SplitError::Client(ClientError::HashMismatch(
+                    escape_controls(self.remote).into_owned(),
+                )));
+            }
+        }
+        part.commit(&file, Some(self.version.mtime_ns))
+            .map_err(|source| ClientError::Local {
+                path: part.target().to_path_buf(),
+                source,
+            })?;
+        Ok(Downloaded {
+            path: part.target().to_path_buf(),
+            size: self.version.size,
+            resumed,
+            resumed_prefix: false,
+            restarted: None,
         })
-        .await;
-    if let Some(e) = write_error {
-        return Err(ClientError::Output(e));
     }
-    res?;
-    match client.read_reply().await? {
-        Frame::Trailer { hash } => Ok(hash),
-        other => Err(ClientError::Protocol(format!(
-            "expected Trailer, got {}",
-            other.name()
-        ))),
+}
+
+/// One connection's share of a split download.
+struct Lane {
+    client: Option<Client>,
+    addr: HostPort,
+    remote: String,
+    version: Validator,
+    ranges: Arc<[RangeProgress]>,
+    done: Arc<[AtomicU64]>,
+    file: Arc<File>,
+    part_path: std::path::PathBuf,
+    bar: ProgressBar,
+}
+
+impl Lane {
+    /// Fetches the rest of each range in `pieces`, in turn, reconnecting
+    /// (a few times) when the connection breaks. Returns the trailers'
+    /// hashes.
+    async fn run(mut self, pieces: Vec<usize>) -> Result<Vec<[u8; HASH_LEN]>, SplitError> {
+        let mut hashes = Vec::new();
+        let mut reconnects = 0;
+        for i in pieces {
+            loop {
+                let mut client = match self.client.take() {
+                    Some(c) => c,
+                    None => Client::connect(&self.addr).await?,
+                };
+                match self.fetch(&mut client, i).await {
+                    Ok(h) => {
+                        hashes.push(h);
+                        self.client = Some(client);
+                        break;
+                    }
+                    Err(SplitError::Client(e))
+                        if e.breaks_connection()
+                            && !matches!(e, ClientError::Interrupted { .. })
+                            && e.remote_code() != Some(crate::protocol::ErrorCode::Busy)
+                            && reconnects < MAX_RECONNECTS =>
+                    {
+                        reconnects += 1;
+                        debug!("range {i}: {e}; reconnecting ({reconnects}/{MAX_RECONNECTS})");
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(hashes)
+    }
+
+    /// Fetches what range `i` lacks over `client`.
+    async fn fetch(&self, client: &mut Client, i: usize) -> Result<[u8; HASH_LEN], SplitError> {
+        let range = self.ranges[i];
+        let done = &self.done[i];
+        let have = done.load(Ordering::Acquire).min(range.length);
+        let offset = range.offset + have;
+        let length = range.length - have;
+        client.queue_get(GetRequest {
+            path: self.remote.as_bytes().to_vec(),
+            offset,
+            length: Some(length),
+            if_unchanged: Some(self.version),
+        })?;
+        client.flush().await?;
+        let h = match client.read_reply().await? {
+            Frame::FileHeader(h) => h,
+            other => {
+                return Err(SplitError::Client(ClientError::Protocol(format!(
+                    "expected FileHeader, got {}",
+                    other.name()
+                ))))
+            }
+        };
+        if h.size != self.version.size || h.mtime_ns != self.version.mtime_ns || h.offset != offset
+        {
+            return Err(SplitError::Changed);
+        }
+        if h.length != length {
+            return Err(SplitError::Client(ClientError::Protocol(format!(
+                "asked for {offset}+{length}, server sent {}+{}",
+                h.offset, h.length
+            ))));
+        }
+        let mut pos = offset;
+        let mut buf = vec![0u8; 1024 * 1024];
+        let mut write_error = None;
+        let res = client
+            .read_body(length, &mut buf, |chunk| {
+                if let Err(e) = self.file.write_all_at(chunk, pos) {
+                    let kind = e.kind();
+                    write_error = Some(e);
+                    return Err(io::Error::new(kind, "local write failed"));
+                }
+                pos += chunk.len() as u64;
+                done.store(pos - range.offset, Ordering::Release);
+                self.bar.inc(chunk.len() as u64);
+                Ok(())
+            })
+            .await;
+        if let Some(e) = write_error {
+            return Err(SplitError::Client(ClientError::Local {
+                path: self.part_path.clone(),
+                source: e,
+            }));
+        }
+        res.map_err(|e| match e {
+            crate::connection::ConnectionError::UnexpectedEof(_) => {
+                super::download::cut_short(&self.remote)
+            }
+            other => other.into(),
+        })?;
+        Ok(read_trailer(client).await?)
     }
 }
 

@@ -30,6 +30,9 @@ pub enum ErrorCode {
     RangeNotSatisfiable = 8,
     /// Any other IO failure on the server.
     Io = 9,
+    /// A `List` of a directory with more entries than one listing may
+    /// carry ([`crate::protocol::MAX_LIST_ENTRIES`]).
+    TooManyEntries = 10,
     /// The server is at its connection limit.
     Busy = 100,
     /// No protocol version in common.
@@ -56,7 +59,7 @@ impl ErrorCode {
     }
 
     /// Every defined code, for exhaustive tests.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::NotFound,
         ErrorCode::IsADirectory,
         ErrorCode::NotADirectory,
@@ -66,6 +69,7 @@ impl ErrorCode {
         ErrorCode::NotAFile,
         ErrorCode::RangeNotSatisfiable,
         ErrorCode::Io,
+        ErrorCode::TooManyEntries,
         ErrorCode::Busy,
         ErrorCode::UnsupportedVersion,
         ErrorCode::BadFrame,
@@ -98,6 +102,7 @@ impl fmt::Display for ErrorCode {
             ErrorCode::NotAFile => "not a regular file",
             ErrorCode::RangeNotSatisfiable => "offset beyond end of file",
             ErrorCode::Io => "server I/O error",
+            ErrorCode::TooManyEntries => "directory too large to list",
             ErrorCode::Busy => "server busy",
             ErrorCode::UnsupportedVersion => "unsupported protocol version",
             ErrorCode::BadFrame => "malformed frame",

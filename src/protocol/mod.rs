@@ -57,6 +57,11 @@ pub const MAX_MESSAGE_LEN: usize = 60 * 1024;
 /// Longest human-readable error message, in bytes.
 pub const MAX_ERROR_MESSAGE_LEN: usize = 1024;
 
+/// Most entries one `List` answer may carry. A server refuses to list a
+/// larger directory (`TooManyEntries`); a client stops reading a listing
+/// that goes past it, so a hostile server cannot exhaust its memory.
+pub const MAX_LIST_ENTRIES: usize = 262_144;
+
 /// Length of a BLAKE3 hash.
 pub const HASH_LEN: usize = 32;
 

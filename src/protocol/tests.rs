@@ -284,6 +284,7 @@ fn error_codes_match_the_spec_table() {
         (ErrorCode::NotAFile, 7),
         (ErrorCode::RangeNotSatisfiable, 8),
         (ErrorCode::Io, 9),
+        (ErrorCode::TooManyEntries, 10),
         (ErrorCode::Busy, 100),
         (ErrorCode::UnsupportedVersion, 101),
         (ErrorCode::BadFrame, 102),
@@ -296,6 +297,39 @@ fn error_codes_match_the_spec_table() {
         assert_eq!(code as u16, number);
         assert_eq!(ErrorCode::try_from(number), Ok(code));
         assert_eq!(code.is_fatal(), number >= 100, "{code:?}");
+    }
+    // And the spec's own table says the same: one row per code, with its
+    // number, its name and its level.
+    let section = SPEC
+        .split("\n## Error codes")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("an Error codes section in PROTOCOL.md");
+    let rows: Vec<(u16, String, String)> = section
+        .lines()
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            let n = cells.get(1)?.parse::<u16>().ok()?;
+            let name = cells.get(2)?.trim_matches('`').to_string();
+            let level = cells.get(3)?.to_string();
+            Some((n, name, level))
+        })
+        .collect();
+    assert_eq!(
+        rows.len(),
+        ErrorCode::ALL.len(),
+        "error table rows in PROTOCOL.md: {rows:?}"
+    );
+    for (n, name, level) in rows {
+        let code =
+            ErrorCode::try_from(n).unwrap_or_else(|_| panic!("PROTOCOL.md lists unknown code {n}"));
+        assert_eq!(format!("{code:?}"), name, "code {n}");
+        let want = if code.is_fatal() {
+            "connection"
+        } else {
+            "request"
+        };
+        assert_eq!(level, want, "level of code {n}");
     }
 }
 

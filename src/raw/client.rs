@@ -7,76 +7,100 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::client::{connect, local_name, ClientError, Downloaded, HostPort, PartFile, Progress};
+use crate::client::{connect, ClientError, Downloaded, GetOptions, HostPort, OutputDir};
 use crate::connection::Connection;
 use crate::display::escape_controls;
 
 /// Downloads `name` from a tutorial-style server: sends the name exactly
-/// (no terminator), saves everything until the server closes into
-/// `out_dir/<base name>` through a `.part`, and fails, leaving nothing,
-/// if the server sends nothing.
+/// (no terminator), saves everything until the server closes into `rel`
+/// inside `out` through a `.part`, and fails, leaving nothing, if the
+/// server sends nothing. The raw protocol has no sizes, times or hashes, so
+/// nothing is verified and an existing file is replaced only with
+/// `--force`.
 ///
 /// # Errors
 ///
-/// Connection errors, `Empty` when nothing arrives, `Local` for disk errors.
+/// Connection errors, `Empty` when nothing arrives, `Local` for disk
+/// errors, `Exists`, `Interrupted` (nothing kept: the raw protocol cannot
+/// resume).
 pub async fn get(
     addr: &HostPort,
     name: &str,
-    out_dir: &Path,
-    progress: Progress,
+    out: &OutputDir,
+    rel: &Path,
+    opts: &GetOptions,
 ) -> Result<Downloaded, ClientError> {
-    let local = local_name(name)?;
-    let part = PartFile::new(out_dir.join(local));
+    // No size or time to compare: anything already there is "different".
+    out.existing(rel, u64::MAX, i64::MIN, opts.force)?;
+    let part = out.part(rel);
     let mut stream = connect(addr).await?;
     stream
         .write_all(name.as_bytes())
         .await
         .map_err(|e| ClientError::Connection(e.into()))?;
     let mut conn = Connection::new(stream);
-    let bar = progress.bar(name, 0);
+    let bar = opts.progress.bar(name, 0);
     let mut file = None;
     let mut failure = None;
     let mut buf = vec![0u8; 1024 * 1024];
-    let res = conn
-        .read_to_end(&mut buf, |chunk| {
-            if file.is_none() {
-                file = Some(part.create_plain().inspect_err(|e| {
-                    failure = Some(io::Error::new(e.kind(), e.to_string()));
-                })?);
-            }
-            let f = file.as_mut().expect("just created");
-            f.write_all(chunk).inspect_err(|e| {
+    let read = conn.read_to_end(&mut buf, |chunk| {
+        if file.is_none() {
+            file = Some(part.create_plain().inspect_err(|e| {
                 failure = Some(io::Error::new(e.kind(), e.to_string()));
-            })?;
-            bar.inc(chunk.len() as u64);
-            Ok(())
-        })
-        .await;
-    bar.finish_and_clear();
+            })?);
+        }
+        let f = file.as_mut().expect("just created");
+        f.write_all(chunk).inspect_err(|e| {
+            failure = Some(io::Error::new(e.kind(), e.to_string()));
+        })?;
+        bar.inc(chunk.len() as u64);
+        Ok(())
+    });
+    let res = tokio::select! {
+        r = read => Some(r),
+        () = opts.cancel.cancelled() => None,
+    };
+    drop(bar);
     let local_err = |source| ClientError::Local {
-        path: part.part_path().to_path_buf(),
+        path: part.part_path(),
         source,
     };
+    let Some(res) = res else {
+        drop(file);
+        part.discard();
+        return Err(ClientError::Interrupted {
+            part: None,
+            kept: 0,
+            total: 0,
+        });
+    };
     if let Some(e) = failure {
+        drop(file);
         part.discard();
         return Err(local_err(e));
     }
     let size = match res {
         Ok(n) => n,
         Err(e) => {
+            drop(file);
             part.discard();
             return Err(ClientError::Connection(e.into()));
         }
     };
-    if file.is_none() {
+    let Some(file) = file else {
         return Err(ClientError::Empty(escape_controls(name).into_owned()));
-    }
-    drop(file);
-    part.commit().map_err(local_err)?;
+    };
+    part.commit(&file, None)
+        .map_err(|source| ClientError::Local {
+            path: part.target().to_path_buf(),
+            source,
+        })?;
     Ok(Downloaded {
         path: part.target().to_path_buf(),
         size,
-        resumed_from: 0,
+        resumed: 0,
+        resumed_prefix: true,
+        restarted: None,
     })
 }
 

@@ -1,7 +1,5 @@
 //! Serving the tutorial's raw clients (and netcat) on ferry's port.
 
-use std::net::SocketAddr;
-
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{info, warn};
@@ -9,26 +7,19 @@ use tracing::{info, warn};
 use super::{MAX_RAW_NAME, NAME_QUIET};
 use crate::connection::SendFile;
 use crate::display::escape_bytes;
-use crate::server::registry::ConnHandle;
-use crate::server::{close_gracefully, print_message, RawMode, Shared};
+use crate::server::{close_gracefully, print_message, ConnCtx, RawMode};
 
 /// Serves a raw connection whose first byte was `first`. Returns a summary
 /// for the disconnect log line.
-pub(crate) async fn serve(
-    stream: TcpStream,
-    first: u8,
-    peer: SocketAddr,
-    shared: &Shared,
-    handle: &ConnHandle,
-) -> String {
-    match shared.config.raw {
+pub(crate) async fn serve(stream: TcpStream, first: u8, ctx: &ConnCtx<'_>) -> String {
+    match ctx.shared.config.raw {
         RawMode::Off => {
             info!("raw client refused (--raw off)");
             close_gracefully(stream).await;
             "raw client refused".to_string()
         }
-        RawMode::File => serve_file(stream, first, shared, handle).await,
-        RawMode::Message => serve_messages(stream, first, peer, shared, handle).await,
+        RawMode::File => serve_file(stream, first, ctx).await,
+        RawMode::Message => serve_messages(stream, first, ctx).await,
     }
 }
 
@@ -54,13 +45,8 @@ async fn read_name(stream: &mut TcpStream, first: u8) -> std::io::Result<Vec<u8>
     Ok(name)
 }
 
-async fn serve_file(
-    mut stream: TcpStream,
-    first: u8,
-    shared: &Shared,
-    handle: &ConnHandle,
-) -> String {
-    let name = match handle.wait(shared, read_name(&mut stream, first)).await {
+async fn serve_file(mut stream: TcpStream, first: u8, ctx: &ConnCtx<'_>) -> String {
+    let name = match ctx.wait(read_name(&mut stream, first)).await {
         Ok(Ok(name)) => name,
         Ok(Err(e)) => return format!("raw: read failed: {e}"),
         Err(stop) => {
@@ -69,7 +55,12 @@ async fn serve_file(
         }
     };
     let shown = escape_bytes(&name);
-    let (file, info) = match shared.root.open_file(&name) {
+    let Some(root) = ctx.shared.root.as_ref() else {
+        warn!(name = %shown, "raw download refused: this server shares no files");
+        close_gracefully(stream).await;
+        return format!("raw: refused {shown}: no files shared");
+    };
+    let (file, info) = match root.open_file(&name) {
         Ok(x) => x,
         Err(e) => {
             // The tutorial's server sends nothing for a file it cannot
@@ -81,7 +72,7 @@ async fn serve_file(
     };
     let started = std::time::Instant::now();
     if let Err(e) = stream
-        .send_file(&[], &file, 0, info.size, shared.config.idle_timeout)
+        .send_file(&[], &file, 0, info.size, &ctx.write_limit())
         .await
     {
         warn!(name = %shown, "raw download interrupted: {e}");
@@ -97,13 +88,9 @@ async fn serve_file(
     format!("raw: sent {shown} ({} bytes)", info.size)
 }
 
-async fn serve_messages(
-    mut stream: TcpStream,
-    first: u8,
-    peer: SocketAddr,
-    shared: &Shared,
-    handle: &ConnHandle,
-) -> String {
+async fn serve_messages(mut stream: TcpStream, first: u8, ctx: &ConnCtx<'_>) -> String {
+    let shared = ctx.shared;
+    let limit = ctx.write_limit();
     let mut buf = vec![0u8; 64 * 1024];
     buf[0] = first;
     // The rest of the first chunk is likely already here: take it so the
@@ -113,19 +100,20 @@ async fn serve_messages(
     loop {
         count += 1;
         if shared.config.print_messages {
-            print_message(peer, &buf[..len]);
+            print_message(ctx.peer, &buf[..len]);
         }
         info!(bytes = len, "raw message");
         // The tutorial's clients may not read the answer and may already be
-        // gone; a failed write just ends the connection.
-        if stream
-            .write_all(shared.config.ack.as_bytes())
+        // gone; a failed write just ends the connection, and one that stops
+        // reading is dropped by the write limit.
+        if limit
+            .run(stream.write_all(shared.config.ack.as_bytes()))
             .await
             .is_err()
         {
             break;
         }
-        len = match handle.wait(shared, stream.read(&mut buf)).await {
+        len = match ctx.wait(stream.read(&mut buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) => break,
             Ok(Ok(n)) => n,
             Err(stop) => {

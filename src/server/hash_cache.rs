@@ -5,13 +5,20 @@
 //! one gets a new key. Concurrent requests for the same version share one
 //! computation. Hashing runs on the blocking pool, beside the body being
 //! sent, so it never delays a response's first byte.
+//!
+//! Hashing costs a full read per request whose key is not cached (a file
+//! changed in the last 2 s is never cached, see below), so computations
+//! are rationed: at most one per core run at once, server-wide, and the
+//! rest wait their turn. No client, however many connections it opens, can
+//! keep more cores hashing than the machine has, and a request that sends
+//! no body never hashes at all (`server::native`).
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, Semaphore};
 
 use super::root::FileInfo;
 use crate::protocol::HASH_LEN;
@@ -54,6 +61,9 @@ pub struct HashCache {
     capacity: usize,
     /// Files changed less than this long ago are hashed but not cached.
     racy_window_ns: i64,
+    /// Computations allowed at once (large files only; small ones are
+    /// hashed inline).
+    computing: Semaphore,
 }
 
 /// Files up to this size are hashed inline: a trip to the blocking pool
@@ -67,6 +77,9 @@ impl HashCache {
             slots: Mutex::new(HashMap::new()),
             capacity: capacity.max(1),
             racy_window_ns: RACY_WINDOW_NS,
+            computing: Semaphore::new(
+                std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+            ),
         }
     }
 
@@ -111,6 +124,7 @@ impl HashCache {
                 if size <= INLINE_HASH_MAX {
                     crate::hashing::hash_file(file, size)
                 } else {
+                    let _turn = self.computing.acquire().await.map_err(io::Error::other)?;
                     let file = file.try_clone()?;
                     tokio::task::spawn_blocking(move || crate::hashing::hash_file(&file, size))
                         .await

@@ -18,6 +18,7 @@ mod native;
 pub(crate) mod registry;
 pub mod root;
 
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -33,8 +34,9 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 pub use hash_cache::HashCache;
 use registry::{ConnHandle, Registry};
-pub use root::SafeRoot;
+pub use root::{RootOptions, SafeRoot};
 
+use crate::connection::WriteLimit;
 use crate::protocol::{ErrorCode, Frame, MAGIC};
 
 /// How the server treats a connection that is not a native ferry client.
@@ -54,8 +56,11 @@ pub enum RawMode {
 /// Server settings.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The directory to serve.
-    pub root: PathBuf,
+    /// The directory to serve; `None` shares no files at all (a message
+    /// server).
+    pub root: Option<PathBuf>,
+    /// Hidden files, hard links: what the root shares besides plain files.
+    pub root_options: RootOptions,
     /// Most connections served at once.
     pub max_connections: usize,
     /// How long a connection may take to send its next request (or its
@@ -75,13 +80,23 @@ impl Config {
     /// Defaults for serving `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Config {
-            root: root.into(),
+            root: Some(root.into()),
+            root_options: RootOptions::default(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_timeout: Duration::from_secs(30),
             grace: Duration::from_secs(10),
             raw: RawMode::File,
             ack: DEFAULT_ACK.to_string(),
             print_messages: true,
+        }
+    }
+
+    /// Defaults for a message server that shares no files.
+    pub fn messages_only() -> Self {
+        Config {
+            root: None,
+            raw: RawMode::Message,
+            ..Config::new(PathBuf::new())
         }
     }
 }
@@ -175,10 +190,43 @@ fn bind_one(addr: SocketAddr, dual_stack: bool) -> Result<TcpListener, ServerErr
 
 /// State shared by every connection task.
 pub(crate) struct Shared {
-    pub(crate) root: SafeRoot,
+    pub(crate) root: Option<SafeRoot>,
     pub(crate) hashes: HashCache,
     pub(crate) config: Config,
     pub(crate) shutdown: CancellationToken,
+}
+
+/// What a protocol handler gets for one connection: who the peer is, the
+/// shared state, and the two things every wait and write on it obeys (the
+/// idle timeout with eviction, and the write limit).
+pub(crate) struct ConnCtx<'a> {
+    /// The peer's address (IPv4 shown as IPv4).
+    pub(crate) peer: SocketAddr,
+    pub(crate) shared: &'a Shared,
+    handle: &'a ConnHandle,
+}
+
+impl ConnCtx<'_> {
+    /// Runs `fut` (a read of the peer's next request) as an idle wait:
+    /// bounded by the idle timeout, cut short by eviction and shutdown.
+    ///
+    /// # Errors
+    ///
+    /// The [`Stop`] reason if `fut` did not finish.
+    pub(crate) async fn wait<F: Future>(&self, fut: F) -> Result<F::Output, Stop> {
+        self.handle
+            .wait(self.shared.config.idle_timeout, &self.shared.shutdown, fut)
+            .await
+    }
+
+    /// The limit for every write: a peer that takes no byte for the idle
+    /// timeout is dropped, and one that has taken none for half of it can
+    /// be evicted to make room (see [`Registry::evict_one`]).
+    pub(crate) fn write_limit(&self) -> WriteLimit {
+        WriteLimit::new(self.shared.config.idle_timeout)
+            .cancelled_by(self.handle.evict_token())
+            .watched_by(self.handle.stall_watch())
+    }
 }
 
 /// Serves connections from `listener` until `shutdown` is cancelled, then
@@ -193,14 +241,22 @@ pub async fn run(
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
-    let root = SafeRoot::open(&config.root).map_err(|source| ServerError::Root {
-        path: config.root.clone(),
-        source,
-    })?;
+    let root = match &config.root {
+        Some(path) => Some(
+            SafeRoot::open_with(path, config.root_options).map_err(|source| ServerError::Root {
+                path: path.clone(),
+                source,
+            })?,
+        ),
+        None => None,
+    };
     let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
     let rejects = Arc::new(Semaphore::new(MAX_PENDING_REJECTS));
     let registry = Arc::new(Registry::default());
     let grace = config.grace;
+    // A writer whose peer has taken nothing for half the idle timeout is
+    // as useless as an idle connection, and may be evicted like one.
+    let stalled_for = config.idle_timeout / 2;
     let shared = Arc::new(Shared {
         root,
         hashes: HashCache::new(65_536),
@@ -245,7 +301,7 @@ pub async fn run(
             let (permits, registry, shared) = (permits.clone(), registry.clone(), shared.clone());
             tracker.spawn(async move {
                 let _reject_permit = reject_permit;
-                let permit = if registry.evict_oldest_waiting() {
+                let permit = if registry.evict_one(stalled_for) {
                     tokio::time::timeout(EVICTION_WAIT, permits.acquire_owned())
                         .await
                         .ok()
@@ -299,11 +355,16 @@ async fn serve_connection(
     handle: &ConnHandle,
 ) {
     let span = info_span!("conn", %peer);
+    let ctx = ConnCtx {
+        peer,
+        shared,
+        handle,
+    };
     async move {
-        info!("connected");
+        debug!("connected");
         let started = std::time::Instant::now();
         let mut first = [0u8; 1];
-        let n = match handle.wait(shared, stream.read(&mut first)).await {
+        let n = match ctx.wait(stream.read(&mut first)).await {
             Ok(Ok(n)) => n,
             Ok(Err(e)) => {
                 debug!("read failed: {e}");
@@ -315,17 +376,15 @@ async fn serve_connection(
             }
         };
         if n == 0 {
-            info!("disconnected without sending anything");
+            debug!("disconnected without sending anything");
             return;
         }
         let summary = if first[0] == MAGIC[0] {
-            native::serve(stream, &first, peer, shared, handle)
-                .await
-                .to_string()
+            native::serve(stream, &first, &ctx).await.to_string()
         } else {
-            crate::raw::server::serve(stream, first[0], peer, shared, handle).await
+            crate::raw::server::serve(stream, first[0], &ctx).await
         };
-        info!(
+        debug!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             "disconnected: {summary}"
         );
@@ -380,7 +439,7 @@ async fn reject_busy(mut stream: TcpStream) {
     if native {
         let mut out = MAGIC.to_vec();
         Frame::error(ErrorCode::Busy, "server busy").encode(&mut out);
-        let _ = stream.write_all(&out).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&out)).await;
     }
     close_gracefully(stream).await;
 }

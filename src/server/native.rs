@@ -7,18 +7,31 @@
 //! connection-level ones (a malformed frame, a timeout) answer one and close.
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
-use super::registry::ConnHandle;
-use super::root::{validate_path, FileInfo, PathError};
-use super::{close_gracefully, print_message, Shared};
-use crate::connection::{Connection, ConnectionError};
+use super::root::{FileInfo, PathError, SafeRoot};
+use super::{close_gracefully, print_message, ConnCtx};
+use crate::connection::{Connection, ConnectionError, WriteLimit};
 use crate::display::escape_controls;
-use crate::protocol::{caps, ErrorCode, FileHeader, Frame, GetRequest, StatReply, MAGIC, VERSION};
+use crate::protocol::{
+    caps, ErrorCode, FileHeader, Frame, GetRequest, StatReply, HASH_LEN, MAGIC, VERSION,
+};
+
+/// Queued answer bytes past which the server flushes even while more
+/// requests are waiting in its read buffer. Together with "flush whenever
+/// no whole request is buffered", this bounds what one connection can
+/// make the server hold: a client that pipelines requests and never reads
+/// the answers fills its socket, the flush waits (under the write limit),
+/// and no further request is read meanwhile. Backpressure, whatever the
+/// client's write pattern.
+const FLUSH_AT: usize = 64 * 1024;
+
+/// Longest the last error frame of a closing connection may wait for the
+/// peer to take it.
+const FAREWELL_STALL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Totals of one connection, for the disconnect log line.
 #[derive(Debug, Default)]
@@ -52,16 +65,11 @@ enum End {
 }
 
 /// Serves a native ferry client whose first byte(s) were already read.
-pub(crate) async fn serve(
-    stream: TcpStream,
-    already_read: &[u8],
-    peer: SocketAddr,
-    shared: &Shared,
-    handle: &ConnHandle,
-) -> Summary {
+pub(crate) async fn serve(stream: TcpStream, already_read: &[u8], ctx: &ConnCtx<'_>) -> Summary {
     let mut conn = Connection::with_buffered(stream, already_read);
+    conn.set_write_limit(ctx.write_limit());
     let mut summary = Summary::default();
-    let end = run(&mut conn, peer, shared, handle, &mut summary).await;
+    let end = run(&mut conn, ctx, &mut summary).await;
     summary.end = match end {
         End::Closed => "closed by client".to_string(),
         End::Broken(why) => why,
@@ -75,6 +83,9 @@ pub(crate) async fn serve(
                 conn.queue_raw(&MAGIC);
             }
             conn.queue(&frame);
+            // The farewell is owed even to an evicted connection (whose
+            // token would cut this write short): bounded on its own.
+            conn.set_write_limit(WriteLimit::new(FAREWELL_STALL));
             let _ = conn.flush().await;
             close_gracefully(conn.into_stream()).await;
             why
@@ -108,24 +119,17 @@ fn from_conn_error(e: ConnectionError) -> End {
 /// Waits for the next frame as an evictable, time-limited wait.
 async fn next_frame(
     conn: &mut Connection<TcpStream>,
-    shared: &Shared,
-    handle: &ConnHandle,
+    ctx: &ConnCtx<'_>,
 ) -> Result<Option<Frame>, End> {
-    match handle.wait(shared, conn.read_frame()).await {
+    match ctx.wait(conn.read_frame()).await {
         Ok(Ok(frame)) => Ok(frame),
         Ok(Err(e)) => Err(from_conn_error(e)),
         Err(stop) => Err(End::Fatal(stop.frame(), stop.to_string())),
     }
 }
 
-async fn run(
-    conn: &mut Connection<TcpStream>,
-    peer: SocketAddr,
-    shared: &Shared,
-    handle: &ConnHandle,
-    summary: &mut Summary,
-) -> End {
-    match handle.wait(shared, conn.read_magic()).await {
+async fn run(conn: &mut Connection<TcpStream>, ctx: &ConnCtx<'_>, summary: &mut Summary) -> End {
+    match ctx.wait(conn.read_magic()).await {
         Ok(Ok(true)) => {}
         Ok(Ok(false)) => return End::Closed,
         Ok(Err(ConnectionError::Decode(_))) => {
@@ -134,7 +138,7 @@ async fn run(
         Ok(Err(e)) => return from_conn_error(e),
         Err(stop) => return End::Fatal(stop.frame(), stop.to_string()),
     }
-    let hello = match next_frame(conn, shared, handle).await {
+    let hello = match next_frame(conn, ctx).await {
         Ok(Some(f)) => f,
         Ok(None) => return End::Closed,
         Err(end) => return end,
@@ -166,23 +170,24 @@ async fn run(
     }
     debug!(version, "hello");
 
+    let shared = ctx.shared;
     loop {
-        let frame = match next_frame(conn, shared, handle).await {
+        let frame = match next_frame(conn, ctx).await {
             Ok(Some(f)) => f,
             Ok(None) => return End::Closed,
             Err(end) => return end,
         };
         summary.requests += 1;
         let res = match frame {
-            Frame::Get(g) => handle_get(conn, shared, g, summary).await,
+            Frame::Get(g) => handle_get(conn, ctx, g, summary).await,
             Frame::Stat { path } => {
-                handle_stat(conn, shared, &path);
+                handle_stat(conn, ctx, &path);
                 Ok(())
             }
-            Frame::List { path } => handle_list(conn, shared, &path).await,
+            Frame::List { path } => handle_list(conn, ctx, &path).await,
             Frame::Message { text } => {
                 if shared.config.print_messages {
-                    print_message(peer, &text);
+                    print_message(ctx.peer, &text);
                 }
                 info!(bytes = text.len(), "MSG");
                 conn.queue(&Frame::Ack {
@@ -201,8 +206,9 @@ async fn run(
             return end;
         }
         // Pipelined requests already buffered are answered before flushing,
-        // so a burst of small answers leaves in few segments.
-        if !conn.has_buffered_input() {
+        // so a burst of small answers leaves in few segments, but never
+        // more than FLUSH_AT of them: see there.
+        if !conn.frame_ready() || conn.queued_len() >= FLUSH_AT {
             if let Err(e) = conn.flush().await {
                 return End::Broken(format!("connection error: {e}"));
             }
@@ -219,20 +225,35 @@ fn path_error_frame(e: &PathError, path: &[u8]) -> Frame {
     let code = e.code();
     let msg = match e {
         PathError::Invalid(why) => format!("invalid path: {why}: {}", shown(path)),
-        PathError::NotFound => format!("no such file: {}", shown(path)),
         other => format!("{other}: {}", shown(path)),
     };
     Frame::error(code, msg)
 }
 
+/// The served root, or the error frame of a server that shares no files
+/// (`ferry serve --raw message` without a directory).
+fn root_or_refuse<'a>(conn: &mut Connection<TcpStream>, ctx: &ConnCtx<'a>) -> Option<&'a SafeRoot> {
+    let root = ctx.shared.root.as_ref();
+    if root.is_none() {
+        conn.queue(&Frame::error(
+            ErrorCode::NotFound,
+            "this server shares no files (it only answers messages)",
+        ));
+    }
+    root
+}
+
 async fn handle_get(
     conn: &mut Connection<TcpStream>,
-    shared: &Shared,
+    ctx: &ConnCtx<'_>,
     g: GetRequest,
     summary: &mut Summary,
 ) -> Result<(), End> {
     let started = Instant::now();
-    let (file, info) = match shared.root.open_file(&g.path) {
+    let Some(root) = root_or_refuse(conn, ctx) else {
+        return Ok(());
+    };
+    let (file, info) = match root.open_file(&g.path) {
         Ok(x) => x,
         Err(e) => {
             info!(path = %shown(&g.path), "GET refused: {e}");
@@ -268,18 +289,30 @@ async fn handle_get(
         size: info.size,
         mtime_ns: info.mtime_ns,
     }));
-    // The body and the hash proceed side by side: the first body byte never
-    // waits for the hash, which only the trailer needs.
-    let (sent, hash) = tokio::join!(
-        conn.send_file(&file, offset, length, shared.config.idle_timeout),
-        shared.hashes.hash(&file, &info)
-    );
-    if let Err(e) = sent {
-        return Err(End::Broken(format!(
-            "sending {} failed after header: {e}",
-            shown(&g.path)
-        )));
-    }
+    let hashes = &ctx.shared.hashes;
+    let hash = if length == 0 && info.size > 0 {
+        // No body, so no hashing: a request for nothing must not cost the
+        // server a read of the whole file. The trailer carries the hash if
+        // it is already known, else zeroes ("unknown", docs/PROTOCOL.md).
+        if let Err(e) = conn.flush().await {
+            return Err(End::Broken(format!("connection error: {e}")));
+        }
+        Ok(hashes.cached(&info).unwrap_or([0; HASH_LEN]))
+    } else {
+        // The body and the hash proceed side by side: the first body byte
+        // never waits for the hash, which only the trailer needs.
+        let (sent, hash) = tokio::join!(
+            conn.send_file(&file, offset, length),
+            hashes.hash(&file, &info)
+        );
+        if let Err(e) = sent {
+            return Err(End::Broken(format!(
+                "sending {} failed after header: {e}",
+                shown(&g.path)
+            )));
+        }
+        hash
+    };
     summary.bytes += length;
     let hash = match hash {
         Ok(h) => h,
@@ -303,11 +336,14 @@ async fn handle_get(
     Ok(())
 }
 
-fn handle_stat(conn: &mut Connection<TcpStream>, shared: &Shared, path: &[u8]) {
-    match shared.root.stat(path) {
+fn handle_stat(conn: &mut Connection<TcpStream>, ctx: &ConnCtx<'_>, path: &[u8]) {
+    let Some(root) = root_or_refuse(conn, ctx) else {
+        return;
+    };
+    match root.stat(path) {
         Ok(info) => {
             info!(path = %shown(path), "STAT");
-            conn.queue(&Frame::StatReply(stat_reply(shared, &info)));
+            conn.queue(&Frame::StatReply(stat_reply(ctx, &info)));
         }
         Err(e) => {
             info!(path = %shown(path), "STAT refused: {e}");
@@ -316,24 +352,24 @@ fn handle_stat(conn: &mut Connection<TcpStream>, shared: &Shared, path: &[u8]) {
     }
 }
 
-fn stat_reply(shared: &Shared, info: &FileInfo) -> StatReply {
+fn stat_reply(ctx: &ConnCtx<'_>, info: &FileInfo) -> StatReply {
     StatReply {
         kind: info.kind,
         size: info.size,
         mtime_ns: info.mtime_ns,
-        hash: shared.hashes.cached(info),
+        hash: ctx.shared.hashes.cached(info),
     }
 }
 
-/// Bytes of queued answer after which a long listing is flushed.
-const LIST_FLUSH_AT: usize = 64 * 1024;
-
 async fn handle_list(
     conn: &mut Connection<TcpStream>,
-    shared: &Shared,
+    ctx: &ConnCtx<'_>,
     path: &[u8],
 ) -> Result<(), End> {
-    let entries = match validate_path(path).and_then(|_| shared.root.list(path)) {
+    let Some(root) = root_or_refuse(conn, ctx) else {
+        return Ok(());
+    };
+    let entries = match root.list(path) {
         Ok(e) => e,
         Err(e) => {
             info!(path = %shown(path), "LIST refused: {e}");
@@ -344,7 +380,7 @@ async fn handle_list(
     let count = entries.len() as u64;
     for entry in entries {
         conn.queue(&Frame::ListEntry(entry));
-        if conn.queued_len() >= LIST_FLUSH_AT {
+        if conn.queued_len() >= FLUSH_AT {
             conn.flush()
                 .await
                 .map_err(|e| End::Broken(format!("connection error: {e}")))?;

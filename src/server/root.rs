@@ -12,16 +12,26 @@
 //!    `openat2(RESOLVE_BENEATH)` where the kernel has it. A symlink that
 //!    stays inside the root is followed; one that leaves it fails. There is
 //!    no check-then-open window: the kernel enforces it during the open.
+//!
+//! Every path is first opened with `O_PATH`, which has no side effects
+//! even on a device node or a FIFO, and only a regular file is then
+//! reopened for reading (through `/proc/self/fd`). The `O_PATH` handle also
+//! tells where the path really leads, so a symlink into a hidden directory
+//! is as hidden as the directory itself.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, Metadata, OpenOptions, OpenOptionsExt};
+use rustix::fs::OFlags;
 
-use crate::protocol::{EntryKind, ErrorCode, ListEntry, MAX_NAME_LEN};
+use crate::protocol::{EntryKind, ErrorCode, ListEntry, MAX_LIST_ENTRIES, MAX_NAME_LEN};
 
 /// Why a path could not be served. Each maps to one [`ErrorCode`].
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +42,10 @@ pub enum PathError {
     /// Nothing at that path.
     #[error("no such file")]
     NotFound,
+    /// A hidden name (or a place a symlink leads to under one), not shared:
+    /// answered exactly as [`PathError::NotFound`].
+    #[error("no such file")]
+    Hidden,
     /// The path leaves the root (through a symlink).
     #[error("outside the served root")]
     OutsideRoot,
@@ -47,6 +61,16 @@ pub enum PathError {
     /// Neither a regular file nor a directory.
     #[error("not a regular file")]
     NotAFile,
+    /// A regular file with more than one hard link, refused by
+    /// `--no-hardlinks` (its other names may lie outside the root).
+    #[error("hard-linked file refused (--no-hardlinks)")]
+    HardLink,
+    /// A directory with more entries than one listing may carry.
+    #[error(
+        "directory has more than {} entries",
+        crate::protocol::MAX_LIST_ENTRIES
+    )]
+    TooManyEntries,
     /// Any other IO failure.
     #[error("I/O error: {0}")]
     Io(io::Error),
@@ -57,12 +81,13 @@ impl PathError {
     pub fn code(&self) -> ErrorCode {
         match self {
             PathError::Invalid(_) => ErrorCode::InvalidPath,
-            PathError::NotFound => ErrorCode::NotFound,
+            PathError::NotFound | PathError::Hidden => ErrorCode::NotFound,
             PathError::OutsideRoot => ErrorCode::OutsideRoot,
             PathError::PermissionDenied => ErrorCode::PermissionDenied,
             PathError::IsADirectory => ErrorCode::IsADirectory,
             PathError::NotADirectory => ErrorCode::NotADirectory,
-            PathError::NotAFile => ErrorCode::NotAFile,
+            PathError::NotAFile | PathError::HardLink => ErrorCode::NotAFile,
+            PathError::TooManyEntries => ErrorCode::TooManyEntries,
             PathError::Io(_) => ErrorCode::Io,
         }
     }
@@ -120,6 +145,8 @@ pub struct FileInfo {
     /// Unlike `mtime_ns` it cannot be set back by a program (`touch -r`,
     /// `cp -p`, `rsync -t` all restore mtimes), and every write moves it.
     pub ctime_ns: i64,
+    /// Number of hard links.
+    pub nlink: u64,
 }
 
 impl FileInfo {
@@ -138,6 +165,7 @@ impl FileInfo {
                 .ctime()
                 .saturating_mul(1_000_000_000)
                 .saturating_add(m.ctime_nsec()),
+            nlink: m.nlink(),
         }
     }
 
@@ -172,23 +200,60 @@ pub fn system_time_ns(t: SystemTime) -> i64 {
     }
 }
 
+/// What a [`SafeRoot`] shares besides plain files and directories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RootOptions {
+    /// Serve and list names starting with `.` (`.git/`, `.env`, `.ssh/`).
+    /// Off by default: such names are answered as if they did not exist,
+    /// and so is anything a symlink leads to inside them.
+    pub hidden: bool,
+    /// Serve regular files with more than one hard link. On by default;
+    /// a hard link's other names may lie outside the root, which
+    /// path-based confinement cannot see.
+    pub hardlinks: bool,
+}
+
+impl Default for RootOptions {
+    fn default() -> Self {
+        RootOptions {
+            hidden: false,
+            hardlinks: true,
+        }
+    }
+}
+
 /// A directory served read-only; nothing outside it can be opened through it.
 #[derive(Debug)]
 pub struct SafeRoot {
     dir: Dir,
     path: PathBuf,
+    opts: RootOptions,
+}
+
+/// Whether a name is hidden (`.git`, `.env`).
+fn is_hidden_name(name: &[u8]) -> bool {
+    name.first() == Some(&b'.')
 }
 
 impl SafeRoot {
-    /// Opens the directory to serve.
+    /// Opens the directory to serve, with default [`RootOptions`].
     ///
     /// # Errors
     ///
     /// If `path` cannot be opened as a directory.
     pub fn open(path: &Path) -> io::Result<Self> {
+        Self::open_with(path, RootOptions::default())
+    }
+
+    /// Opens the directory to serve.
+    ///
+    /// # Errors
+    ///
+    /// If `path` cannot be opened as a directory.
+    pub fn open_with(path: &Path, opts: RootOptions) -> io::Result<Self> {
         let dir = Dir::open_ambient_dir(path, ambient_authority())?;
         let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-        Ok(SafeRoot { dir, path })
+        Ok(SafeRoot { dir, path, opts })
     }
 
     /// The served directory as given (canonicalized when possible), for
@@ -197,83 +262,206 @@ impl SafeRoot {
         &self.path
     }
 
+    /// The options it was opened with.
+    pub fn options(&self) -> RootOptions {
+        self.opts
+    }
+
+    /// Opens `path` (validated, non-empty) beneath the root with `O_PATH`:
+    /// no side effects whatever the file is. Hidden names, and paths that
+    /// lead into hidden ones through symlinks, are `NotFound` unless
+    /// hidden files are shared.
+    fn resolve(&self, path: &str) -> Result<(File, FileInfo), PathError> {
+        if !self.opts.hidden && path.split('/').any(|c| is_hidden_name(c.as_bytes())) {
+            return Err(PathError::Hidden);
+        }
+        let mut opts = OpenOptions::new();
+        opts.read(true);
+        opts.custom_flags(OFlags::PATH.bits() as i32);
+        let handle = self
+            .dir
+            .open_with(path, &opts)
+            .map_err(PathError::from_io)?
+            .into_std();
+        let info = FileInfo::of_file(&handle).map_err(PathError::Io)?;
+        if !self.opts.hidden && self.leads_into_hidden(handle.as_fd()) {
+            return Err(PathError::Hidden);
+        }
+        Ok((handle, info))
+    }
+
+    /// Whether the file behind `fd` lies, below the root, under a name
+    /// starting with `.`, wherever the path that reached it went. Read from
+    /// `/proc/self/fd`; where procfs is missing only the request's own
+    /// names were checked.
+    fn leads_into_hidden(&self, fd: BorrowedFd<'_>) -> bool {
+        let Ok(proc_fd) = rustix::procfs::proc_self_fd() else {
+            return false;
+        };
+        let real = |fd: BorrowedFd<'_>| {
+            rustix::fs::readlinkat(proc_fd, fd.as_raw_fd().to_string(), Vec::new())
+                .ok()
+                .map(|p| PathBuf::from(std::ffi::OsString::from_vec(p.into_bytes())))
+        };
+        let (Some(target), Some(root)) = (real(fd), real(self.dir.as_fd())) else {
+            return true;
+        };
+        match target.strip_prefix(&root) {
+            Ok(rel) => rel
+                .components()
+                .any(|c| is_hidden_name(c.as_os_str().as_encoded_bytes())),
+            // Not below the root's current path (the root was moved while
+            // being served): refuse rather than guess.
+            Err(_) => true,
+        }
+    }
+
     /// Opens a regular file for reading.
     ///
     /// # Errors
     ///
-    /// A [`PathError`] for a bad path, a missing file, a directory, a
-    /// special file or a path that leaves the root.
+    /// A [`PathError`] for a bad path, a missing or hidden file, a
+    /// directory, a special file or a path that leaves the root.
     pub fn open_file(&self, raw: &[u8]) -> Result<(File, FileInfo), PathError> {
         let path = validate_path(raw)?;
         if path.is_empty() {
             return Err(PathError::IsADirectory);
         }
+        let (handle, info) = self.resolve(path)?;
+        match info.kind {
+            EntryKind::File => {}
+            EntryKind::Dir => return Err(PathError::IsADirectory),
+            _ => return Err(PathError::NotAFile),
+        }
+        if !self.opts.hardlinks && info.nlink > 1 {
+            return Err(PathError::HardLink);
+        }
+        let file = self.reopen_for_reading(&handle, path)?;
+        // The same file, still regular (the fallback reopen goes by name).
+        let now = FileInfo::of_file(&file).map_err(PathError::Io)?;
+        if (now.dev, now.ino) != (info.dev, info.ino) || now.kind != EntryKind::File {
+            return Err(PathError::NotFound);
+        }
+        Ok((file, now))
+    }
+
+    /// Turns the `O_PATH` handle of a regular file into a readable one:
+    /// through `/proc/self/fd`, so exactly the inode checked is opened; by
+    /// name beneath the root again where procfs is missing.
+    fn reopen_for_reading(&self, handle: &File, path: &str) -> Result<File, PathError> {
+        // O_NONBLOCK: were it a FIFO after all, opening it must not block.
+        // O_NOCTTY: a served tty must never become our controlling terminal.
+        let flags = OFlags::RDONLY | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        if let Ok(proc_fd) = rustix::procfs::proc_self_fd() {
+            let fd = rustix::fs::openat(
+                proc_fd,
+                handle.as_raw_fd().to_string(),
+                flags,
+                rustix::fs::Mode::empty(),
+            )
+            .map_err(|e| PathError::from_io(e.into()))?;
+            return Ok(File::from(fd));
+        }
         let mut opts = OpenOptions::new();
         opts.read(true);
-        // O_NONBLOCK: opening a FIFO for reading would otherwise block this
-        // thread until a writer appears. It has no effect on regular files.
-        // O_NOCTTY: a served tty must never become our controlling terminal.
-        opts.custom_flags(libc_flags());
-        let file = self
+        opts.custom_flags((OFlags::NOCTTY | OFlags::NONBLOCK).bits() as i32);
+        Ok(self
             .dir
             .open_with(path, &opts)
             .map_err(PathError::from_io)?
-            .into_std();
-        let info = FileInfo::of_file(&file).map_err(PathError::Io)?;
-        match info.kind {
-            EntryKind::File => Ok((file, info)),
-            EntryKind::Dir => Err(PathError::IsADirectory),
-            _ => Err(PathError::NotAFile),
-        }
+            .into_std())
     }
 
     /// Describes a path (following symlinks that stay in the root).
+    /// Directories have size 0.
     ///
     /// # Errors
     ///
     /// A [`PathError`] as for [`SafeRoot::open_file`].
     pub fn stat(&self, raw: &[u8]) -> Result<FileInfo, PathError> {
         let path = validate_path(raw)?;
-        let m = if path.is_empty() {
-            self.dir.dir_metadata()
+        let mut info = if path.is_empty() {
+            FileInfo::from_metadata(&self.dir.dir_metadata().map_err(PathError::from_io)?)
         } else {
-            self.dir.metadata(path)
+            self.resolve(path)?.1
+        };
+        if info.kind != EntryKind::File {
+            info.size = 0;
         }
-        .map_err(PathError::from_io)?;
-        Ok(FileInfo::from_metadata(&m))
+        Ok(info)
     }
 
-    /// Lists a directory, sorted by name. Symlinks are reported as what they
-    /// point to when that is inside the root, and as [`EntryKind::Symlink`]
-    /// otherwise; entries whose names are too long for the wire are skipped.
+    /// (device, inode) of the root and of every directory on the way to
+    /// `path`, `path` included: a directory entry that is one of them
+    /// would lead in a circle.
+    fn ancestors(&self, path: &str) -> Result<HashSet<(u64, u64)>, PathError> {
+        let root = FileInfo::from_metadata(&self.dir.dir_metadata().map_err(PathError::from_io)?);
+        let mut seen = HashSet::from([(root.dev, root.ino)]);
+        if !path.is_empty() {
+            let mut end = 0;
+            for comp in path.split('/') {
+                end += comp.len();
+                let info = self.resolve(&path[..end])?.1;
+                seen.insert((info.dev, info.ino));
+                end += 1;
+            }
+        }
+        Ok(seen)
+    }
+
+    /// Lists a directory, sorted by name, agreeing with [`SafeRoot::stat`]
+    /// and [`SafeRoot::open_file`]: a symlink is listed as what it leads to
+    /// when that is inside the root (resolved from the root, so a link to a
+    /// sibling directory counts), and as [`EntryKind::Symlink`] when it
+    /// cannot be followed (dangling, leaving the root) or leads back to a
+    /// directory on the way here (a loop). Hidden names, and links into
+    /// hidden places, are left out unless hidden files are shared; names
+    /// too long for the wire are skipped.
     ///
     /// # Errors
     ///
-    /// A [`PathError`] for a bad path or a path that is not a directory.
+    /// A [`PathError`] for a bad path, a path that is not a directory, or a
+    /// directory of more than [`MAX_LIST_ENTRIES`] entries.
     pub fn list(&self, raw: &[u8]) -> Result<Vec<ListEntry>, PathError> {
         let path = validate_path(raw)?;
         let dir = if path.is_empty() {
             self.dir.try_clone().map_err(PathError::Io)?
         } else {
+            if self.resolve(path)?.1.kind != EntryKind::Dir {
+                return Err(PathError::NotADirectory);
+            }
             self.dir.open_dir(path).map_err(PathError::from_io)?
         };
+        let ancestors = self.ancestors(path)?;
         let mut out = Vec::new();
         for entry in dir.entries().map_err(PathError::from_io)? {
             let entry = entry.map_err(PathError::Io)?;
-            let name = entry.file_name();
-            let name = name.as_encoded_bytes().to_vec();
-            if name.len() > MAX_NAME_LEN {
+            let name = entry.file_name().into_encoded_bytes();
+            if name.len() > MAX_NAME_LEN || (!self.opts.hidden && is_hidden_name(&name)) {
                 continue;
             }
             let Ok(lmeta) = entry.metadata() else {
                 continue; // vanished between readdir and stat
             };
-            let meta = if lmeta.file_type().is_symlink() {
-                dir.metadata(entry.file_name()).unwrap_or(lmeta)
-            } else {
-                lmeta
-            };
-            let info = FileInfo::from_metadata(&meta);
+            let mut info = FileInfo::from_metadata(&lmeta);
+            if lmeta.file_type().is_symlink() {
+                match self.resolve_entry(path, &name) {
+                    Ok(target) => info = target,
+                    // A link into a hidden place is as hidden as the place.
+                    Err(PathError::Hidden) => continue,
+                    // Dangling, leaving the root, unreadable: not followed.
+                    Err(_) => info.kind = EntryKind::Symlink,
+                }
+            }
+            if info.kind == EntryKind::Dir && ancestors.contains(&(info.dev, info.ino)) {
+                info.kind = EntryKind::Symlink;
+            }
+            if info.kind == EntryKind::File && !self.opts.hardlinks && info.nlink > 1 {
+                info.kind = EntryKind::Other;
+            }
+            if out.len() == MAX_LIST_ENTRIES {
+                return Err(PathError::TooManyEntries);
+            }
             out.push(ListEntry {
                 name,
                 kind: info.kind,
@@ -288,8 +476,18 @@ impl SafeRoot {
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
-}
 
-fn libc_flags() -> i32 {
-    (rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY).bits() as i32
+    /// Resolves the entry `name` of directory `dir_path` from the root.
+    fn resolve_entry(&self, dir_path: &str, name: &[u8]) -> Result<FileInfo, PathError> {
+        let name = crate::protocol::validate_name(name).map_err(PathError::Invalid)?;
+        let full = if dir_path.is_empty() {
+            name.to_string()
+        } else {
+            format!("{dir_path}/{name}")
+        };
+        if full.len() > crate::protocol::MAX_PATH_LEN {
+            return Err(PathError::Invalid("path too long"));
+        }
+        Ok(self.resolve(&full)?.1)
+    }
 }

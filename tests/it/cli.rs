@@ -9,7 +9,7 @@ fn get_downloads_byte_identical_and_ls_say_work() {
     std::fs::write(root.path().join("data.bin"), &data).unwrap();
     let srv = Server::start(root.path(), &[]);
     let out = tempfile::tempdir().unwrap();
-    ferry(out.path(), &["get", &srv.host(), "data.bin", "-o", "dl"]).ok();
+    ferry(out.path(), &["get", &srv.host(), "data.bin", "-o", "dl/"]).ok();
     assert_eq!(std::fs::read(out.path().join("dl/data.bin")).unwrap(), data);
     let ls = ferry(out.path(), &["ls", &srv.host()]).ok();
     assert!(ls.stdout.contains("data.bin"), "{ls}");

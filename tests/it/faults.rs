@@ -75,7 +75,7 @@ fn assert_part_is_prefix(part: &Path, data: &[u8], context: &dyn std::fmt::Displ
 #[track_caller]
 fn rerun_resumes_to_identical_bytes(out: &Path, srv: &Server, at: u64, data: &[u8]) {
     let dl = out.join("dl");
-    let run = ferry(out, &["get", &srv.host(), "big.bin", "-o", "dl"]).ok();
+    let run = ferry(out, &["get", &srv.host(), "big.bin", "-o", "dl/"]).ok();
     assert!(run.stderr.contains(&format!("resumed at {at}")), "{run}");
     assert!(
         fs::read(dl.join("big.bin")).unwrap() == data,
@@ -229,7 +229,7 @@ fn server_sigkilled_twenty_times_mid_download_then_resumed_to_identical_bytes() 
             },
         );
         let client =
-            ferry_in_background(out.path(), &["get", &relay.host(), "big.bin", "-o", "dl"]);
+            ferry_in_background(out.path(), &["get", &relay.host(), "big.bin", "-o", "dl/"]);
         let reached = match at {
             KillAt::Handshake(ms) => {
                 let ok = wait_until(PATIENCE, Duration::from_micros(200), || {
@@ -295,7 +295,7 @@ fn server_sigkilled_twenty_times_mid_download_then_resumed_to_identical_bytes() 
     // The 21st attempt runs to the end, straight to the server.
     let srv = Server::start(root.path(), &[]);
     let before = file_len(&part);
-    let run = ferry(out.path(), &["get", &srv.host(), "big.bin", "-o", "dl"]).ok();
+    let run = ferry(out.path(), &["get", &srv.host(), "big.bin", "-o", "dl/"]).ok();
     let (polls, seen, bad) = watch.finish();
     assert!(
         run.stderr.contains(&format!("resumed at {before}")),
@@ -417,7 +417,7 @@ fn served_file_changed_mid_download_never_yields_wrong_bytes() {
                 ..Default::default()
             },
         );
-        let client = ferry_in_background(out.path(), &["get", &relay.host(), &name, "-o", "dl"]);
+        let client = ferry_in_background(out.path(), &["get", &relay.host(), &name, "-o", "dl/"]);
         let reached = wait_until(PATIENCE, Duration::from_millis(1), || {
             relay.down_bytes() >= HOLD && file_len(&part) > 0
         });
@@ -462,8 +462,13 @@ fn served_file_changed_mid_download_never_yields_wrong_bytes() {
             }
         };
 
-        // Afterwards, a plain re-run ends with exactly the new bytes.
-        let again = ferry(out.path(), &["get", &srv.host(), &name, "-o", "dl"]).ok();
+        // Afterwards, a re-run ends with exactly the new bytes (--force:
+        // after a success the old version is there, and differs).
+        let again = ferry(
+            out.path(),
+            &["get", &srv.host(), &name, "-o", "dl/", "--force"],
+        )
+        .ok();
         assert!(
             fs::read(&target).unwrap() == new,
             "{change:?}: re-run saved wrong bytes\n{again}"
@@ -541,7 +546,7 @@ fn disk_full_mid_download_fails_cleanly_keeps_part_and_rerun_resumes() {
 
     let run = ferry_with_file_size_limit(
         out.path(),
-        &["get", &srv.host(), "big.bin", "-o", "dl"],
+        &["get", &srv.host(), "big.bin", "-o", "dl/"],
         LIMIT,
     )
     .fails();
@@ -629,7 +634,7 @@ fn unwritable_output_refuses_cleanly_and_a_rename_refused_mid_download_resumes()
     fs::write(out.path().join("plain"), b"a file").unwrap();
     let run = ferry(
         out.path(),
-        &["get", &srv.host(), "big.bin", "-o", "plain/dl"],
+        &["get", &srv.host(), "big.bin", "-o", "plain/dl/"],
     )
     .fails();
     assert!(
@@ -653,7 +658,7 @@ fn unwritable_output_refuses_cleanly_and_a_rename_refused_mid_download_resumes()
             return;
         }
     };
-    let run = ferry(out.path(), &["get", &srv.host(), "big.bin", "-o", "dl"]).fails();
+    let run = ferry(out.path(), &["get", &srv.host(), "big.bin", "-o", "dl/"]).fails();
     assert!(
         run.stderr.starts_with("ferry: ") && run.stderr.contains("dl/big.bin.part"),
         "error does not name the file\n{run}"
@@ -674,7 +679,7 @@ fn unwritable_output_refuses_cleanly_and_a_rename_refused_mid_download_resumes()
     );
     let target = dl.join("big.bin");
     let part = part_of(&target);
-    let client = ferry_in_background(out.path(), &["get", &relay.host(), "big.bin", "-o", "dl"]);
+    let client = ferry_in_background(out.path(), &["get", &relay.host(), "big.bin", "-o", "dl/"]);
     let reached = wait_until(PATIENCE, Duration::from_millis(1), || {
         relay.down_bytes() >= MIB && file_len(&part) > 0
     });
@@ -735,7 +740,7 @@ fn network_cut_at_varying_points_resumes_every_time_to_identical_bytes() {
                 ..Default::default()
             },
         );
-        let run = ferry(out.path(), &["get", &relay.host(), "big.bin", "-o", "dl"]);
+        let run = ferry(out.path(), &["get", &relay.host(), "big.bin", "-o", "dl/"]);
         let report = relay.join();
         let run = run.fails();
         assert_eq!(

@@ -169,7 +169,7 @@ const PREAMBLE: u64 = 8 + 15 + 37;
 /// and nothing under the final name. Returns the part's length.
 fn interrupted_get(srv: &Server, out: &Path, name: &str, data: &[u8], cut_after: u64) -> u64 {
     let proxy = CutProxy::start(srv.addr, cut_after);
-    let run = ferry(out, &["get", &proxy.host(), name, "-o", "dl"]).fails();
+    let run = ferry(out, &["get", &proxy.host(), name, "-o", "dl/"]).fails();
     let forwarded = proxy.join();
     assert_eq!(
         forwarded, cut_after,
@@ -221,7 +221,7 @@ fn get_empty_small_large_nested_and_unicode_names_byte_identical() {
     let srv = Server::start(root.path(), &[]);
     let out = tempfile::tempdir().unwrap();
     for (rel, data) in &files {
-        let run = ferry(out.path(), &["get", &srv.host(), rel, "-o", "dl"]).ok();
+        let run = ferry(out.path(), &["get", &srv.host(), rel, "-o", "dl/"]).ok();
         let base = rel.rsplit('/').next().unwrap();
         let got = fs::read(out.path().join("dl").join(base)).unwrap();
         assert!(got == *data, "{rel}: content differs\n{run}");
@@ -332,7 +332,7 @@ fn interrupted_download_keeps_part_and_rerun_resumes_to_identical_bytes() {
 
     let have = interrupted_get(&srv, out.path(), "big.bin", &data, MIB as u64);
 
-    let run = ferry(out.path(), &["get", &srv.host(), "big.bin", "-o", "dl"]).ok();
+    let run = ferry(out.path(), &["get", &srv.host(), "big.bin", "-o", "dl/"]).ok();
     assert!(run.stderr.contains(&format!("resumed at {have}")), "{run}");
     let dl = out.path().join("dl");
     assert!(
@@ -365,7 +365,7 @@ fn file_changed_between_attempts_is_downloaded_whole_again() {
     // Rewritten with different content and size: the part is worthless.
     let new = random_bytes(3 * MIB + 99, 52);
     fs::write(&path, &new).unwrap();
-    let run = ferry(out.path(), &["get", &srv.host(), "moving.bin", "-o", "dl"]).ok();
+    let run = ferry(out.path(), &["get", &srv.host(), "moving.bin", "-o", "dl/"]).ok();
     assert!(
         !run.stderr.contains("resumed at"),
         "claimed to resume a changed file\n{run}"
@@ -406,7 +406,7 @@ fn file_rewritten_in_place_with_same_size_and_mtime_is_caught_by_the_hash() {
         f.set_modified(mtime).unwrap();
     }
     assert_eq!(fs::metadata(&path).unwrap().modified().unwrap(), mtime);
-    let run = ferry(out.path(), &["get", &srv.host(), "sneaky.bin", "-o", "dl"]).ok();
+    let run = ferry(out.path(), &["get", &srv.host(), "sneaky.bin", "-o", "dl/"]).ok();
     let dl = out.path().join("dl");
     assert!(
         fs::read(dl.join("sneaky.bin")).unwrap() == new,
@@ -494,7 +494,7 @@ fn traversal_spellings_are_refused_and_nothing_is_written() {
     let srv = Server::start(&fx.root, &[]);
     for &hostile in HOSTILE {
         let out = tempfile::tempdir().unwrap();
-        let run = ferry(out.path(), &["get", &srv.host(), hostile, "-o", "dl"]).fails();
+        let run = ferry(out.path(), &["get", &srv.host(), hostile, "-o", "dl/"]).fails();
         assert!(run.stderr.starts_with("ferry: "), "{run}");
         assert!(
             !run.stderr.contains("TOP SECRET") && !run.stdout.contains("TOP SECRET"),
@@ -591,7 +591,7 @@ fn symlinks_that_stay_inside_the_root_are_followed() {
         ("good_dir/inside.txt", "inside.txt", b"inside\n"),
         ("a/back_to_x", "back_to_x", b"x at the root\n"),
     ] {
-        let run = ferry(out.path(), &["get", &srv.host(), remote, "-o", "dl"]).ok();
+        let run = ferry(out.path(), &["get", &srv.host(), remote, "-o", "dl/"]).ok();
         assert_eq!(
             fs::read(out.path().join("dl").join(local)).unwrap(),
             want,
@@ -647,7 +647,7 @@ fn missing_file_reports_no_such_file_and_writes_nothing() {
     let root = tempfile::tempdir().unwrap();
     let srv = Server::start(root.path(), &[]);
     let out = tempfile::tempdir().unwrap();
-    let run = ferry(out.path(), &["get", &srv.host(), "x", "-o", "dl"]).fails();
+    let run = ferry(out.path(), &["get", &srv.host(), "x", "-o", "dl/"]).fails();
     assert!(run.stderr.contains("no such file: x"), "{run}");
     assert_nothing_written(out.path(), &run);
 }
@@ -658,7 +658,7 @@ fn directory_as_file_is_refused_with_a_message_naming_it() {
     put(root.path(), "sub/inner.txt", b"in");
     let srv = Server::start(root.path(), &[]);
     let out = tempfile::tempdir().unwrap();
-    let run = ferry(out.path(), &["get", &srv.host(), "sub", "-o", "dl"]).fails();
+    let run = ferry(out.path(), &["get", &srv.host(), "sub", "-o", "dl/"]).fails();
     assert!(run.stderr.contains("directory"), "{run}");
     assert_nothing_written(out.path(), &run);
 }
@@ -705,7 +705,7 @@ fn connection_refused_names_the_address() {
     let host = format!("127.0.0.1:{port}");
     let out = tempfile::tempdir().unwrap();
     for args in [
-        vec!["get", host.as_str(), "x", "-o", "dl"],
+        vec!["get", host.as_str(), "x", "-o", "dl/"],
         vec!["ls", host.as_str()],
         vec!["say", host.as_str(), "hi"],
     ] {
@@ -730,7 +730,7 @@ fn busy_server_refuses_a_new_client_while_its_only_slot_transfers() {
     let holder = stalled_download(&srv, "huge.bin", PATIENCE);
 
     let out = tempfile::tempdir().unwrap();
-    let run = ferry(out.path(), &["get", &srv.host(), "small.txt", "-o", "dl"]).fails();
+    let run = ferry(out.path(), &["get", &srv.host(), "small.txt", "-o", "dl/"]).fails();
     assert!(run.stderr.contains("server busy"), "{run}");
     assert_nothing_written(out.path(), &run);
 
@@ -740,7 +740,7 @@ fn busy_server_refuses_a_new_client_while_its_only_slot_transfers() {
     let deadline = Instant::now() + PATIENCE;
     let mut last = None;
     for _ in 0..300 {
-        let run = ferry(out.path(), &["get", &srv.host(), "small.txt", "-o", "dl"]);
+        let run = ferry(out.path(), &["get", &srv.host(), "small.txt", "-o", "dl/"]);
         if run.status.success() {
             last = None;
             break;
@@ -774,7 +774,7 @@ fn idle_connection_is_evicted_to_make_room_for_a_real_client() {
     );
 
     let out = tempfile::tempdir().unwrap();
-    let run = ferry(out.path(), &["get", &srv.host(), "small.txt", "-o", "dl"]).ok();
+    let run = ferry(out.path(), &["get", &srv.host(), "small.txt", "-o", "dl/"]).ok();
     assert_eq!(
         fs::read(out.path().join("dl/small.txt")).unwrap(),
         b"small",
@@ -922,7 +922,7 @@ fn ipv6_loopback_download() {
     assert!(srv.addr.is_ipv6(), "{}", srv.addr);
     let host = format!("[::1]:{}", srv.addr.port());
     let out = tempfile::tempdir().unwrap();
-    let run = ferry(out.path(), &["get", &host, "v6.bin", "-o", "dl"]).ok();
+    let run = ferry(out.path(), &["get", &host, "v6.bin", "-o", "dl/"]).ok();
     assert!(
         fs::read(out.path().join("dl/v6.bin")).unwrap() == data,
         "{run}"

@@ -494,7 +494,7 @@ fn raw_off_closes_raw_clients() {
     );
 
     // Native clients are unaffected.
-    ferry(out.path(), &["get", &srv.host(), "ok.txt", "-o", "native"]).ok();
+    ferry(out.path(), &["get", &srv.host(), "ok.txt", "-o", "native/"]).ok();
     assert_eq!(
         std::fs::read(out.path().join("native/ok.txt")).unwrap(),
         b"fine"
@@ -516,7 +516,7 @@ fn ferry_get_raw_from_tutorial_server() {
 
     ferry(
         out.path(),
-        &["get", "--raw", &py.host(), "data.bin", "-o", "dl"],
+        &["get", "--raw", &py.host(), "data.bin", "-o", "dl/"],
     )
     .ok();
     let got = std::fs::read(out.path().join("dl/data.bin")).unwrap();
@@ -529,7 +529,7 @@ fn ferry_get_raw_from_tutorial_server() {
 
     ferry(
         out.path(),
-        &["get", "--raw", &py.host(), chinese, "-o", "dl"],
+        &["get", "--raw", &py.host(), chinese, "-o", "dl/"],
     )
     .ok();
     assert_eq!(
@@ -552,7 +552,7 @@ fn ferry_get_raw_missing_file_fails_and_leaves_nothing() {
     let py = TutorialServer::start("download_server.py", &[root.path().to_str().unwrap()]);
     let out = tempfile::tempdir().unwrap();
     for name in ["missing.bin", "不存在.txt"] {
-        let run = ferry(out.path(), &["get", "--raw", &py.host(), name, "-o", "dl"]).fails();
+        let run = ferry(out.path(), &["get", "--raw", &py.host(), name, "-o", "dl/"]).fails();
         assert!(
             run.stderr.contains(name),
             "the error should name the file:\n{run}"

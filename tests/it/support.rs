@@ -39,7 +39,7 @@ impl Server {
             .arg(root)
             .args(["--port", "0", "--bind", bind])
             .args(extra)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -320,7 +320,7 @@ fn zero_copy_body_survives_pipelining_over_one_connection() {
 fn hash_mismatch_fails_the_download_and_leaves_nothing() {
     let (addr, server) = evil_server(Vec::new(), b"tampered bytes", true);
     let base = tempfile::tempdir().unwrap();
-    let run = ferry(base.path(), &["get", &addr, "x.bin", "-o", "out"]).fails();
+    let run = ferry(base.path(), &["get", &addr, "x.bin", "-o", "out/"]).fails();
     server.join().unwrap();
     assert!(run.stderr.contains("hash mismatch: x.bin"), "{run}");
     assert!(

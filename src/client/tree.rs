@@ -1,40 +1,46 @@
 //! Whole-directory downloads (`ferry get -r HOST DIR -o OUT`).
 //!
 //! The tree is recreated as `OUT/<last component of DIR>/...`, as `scp -r`
-//! and `cp -r` do. The walk pipelines one LIST per directory of a level;
-//! the files are then fetched with up to [`TreeOptions::window`] GETs in
-//! flight per connection, over [`TreeOptions::jobs`] connections, so
-//! thousands of small files cost little more than their bytes.
+//! and `cp -r` do (the whole served tree, `.` or `/`, goes into `OUT`
+//! itself). The walk pipelines one LIST per directory of a level; the files
+//! are then fetched with up to [`TreeOptions::window`] GETs in flight per
+//! connection, over [`TreeOptions::jobs`] connections, so thousands of
+//! small files cost little more than their bytes.
 //!
 //! Names come from the server and are untrusted: each must pass
 //! [`validate_name`] (no `/`, `\`, `..`, NUL or control characters) before
-//! anything is created, directories are created one component at a time
-//! and never through an existing symlink, and part files are opened with
-//! `O_NOFOLLOW`. A malicious server can therefore not make the client write
-//! outside the output directory.
+//! anything is created, and everything is created beneath the output
+//! directory's handle ([`OutputDir`]): directories one component at a time
+//! and never through an existing symlink, part files with `O_NOFOLLOW`. A
+//! malicious server can therefore not make the client write outside the
+//! output directory.
+//!
+//! A file already there with the server's size and modification time is
+//! ferry's own copy from an earlier run and is left alone, so re-running an
+//! interrupted tree download fetches only what is missing; a different file
+//! in the way is refused unless `--force`.
 
 use std::collections::VecDeque;
-use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 
 use indicatif::ProgressBar;
 
-use crate::client::{local_name, receive, Client, ClientError, FileJob, HostPort, Progress};
+use super::output::{Existing, OutputDir};
+use super::{
+    local_name, receive, Client, ClientError, FileJob, GetOptions, HostPort, MAX_TREE_ENTRIES,
+};
 use crate::display::{escape_bytes, escape_controls};
 use crate::protocol::{validate_name, EntryKind};
 
 /// How a tree is fetched.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct TreeOptions {
     /// Parallel connections.
     pub jobs: usize,
     /// GET requests in flight per connection.
     pub window: usize,
-    /// Progress display.
-    pub progress: Progress,
-    /// Check each file's BLAKE3 hash (see [`FileJob::verify`]).
-    pub verify: bool,
+    /// Progress, verification, `--force`, Ctrl-C.
+    pub get: GetOptions,
 }
 
 impl Default for TreeOptions {
@@ -42,8 +48,7 @@ impl Default for TreeOptions {
         TreeOptions {
             jobs: 1,
             window: 64,
-            progress: Progress::Auto,
-            verify: true,
+            get: GetOptions::default(),
         }
     }
 }
@@ -53,27 +58,28 @@ impl Default for TreeOptions {
 pub struct TreeReport {
     /// The local directory the tree was saved as.
     pub root: PathBuf,
-    /// Files saved and verified.
+    /// Files saved (and verified unless verification was off).
     pub files: u64,
     /// Their total size.
     pub bytes: u64,
-    /// One line per file or name that failed.
+    /// Files already there from an earlier run (same size and time).
+    pub up_to_date: u64,
+    /// One line per file or directory that failed.
     pub failures: Vec<String>,
-    /// Entries skipped on purpose (symlinks leaving the root, special files).
+    /// Names the server sent that are unsafe to create locally, each once,
+    /// escaped for display, with the reason.
+    pub unsafe_names: Vec<String>,
+    /// Entries skipped on purpose (links that cannot be followed, special
+    /// files).
     pub skipped: Vec<String>,
+    /// Set when Ctrl-C stopped the download.
+    pub interrupted: bool,
 }
 
-/// Creates `dir` if missing; an existing entry must be a real directory,
-/// never a symlink (which could point anywhere).
-fn ensure_dir(dir: &Path) -> io::Result<()> {
-    match fs::symlink_metadata(dir) {
-        Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            "exists and is not a directory (symlinks are not followed)",
-        )),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(dir),
-        Err(e) => Err(e),
+impl TreeReport {
+    /// Whether anything went wrong (the exit status is then non-zero).
+    pub fn failed(&self) -> bool {
+        !self.failures.is_empty() || !self.unsafe_names.is_empty() || self.interrupted
     }
 }
 
@@ -86,8 +92,18 @@ fn join_remote(dir: &str, name: &str) -> String {
     }
 }
 
-/// Downloads the remote directory `remote_dir` ("" for the whole served
-/// root, saved into `out` itself) into `out`.
+/// Whether `remote` names the whole served tree (`""`, `.`, `/`, `./`).
+fn is_whole_tree(remote: &str) -> bool {
+    remote
+        .trim_matches('/')
+        .trim_start_matches("./")
+        .trim_matches('/')
+        == "."
+        || remote.trim_matches('/').is_empty()
+}
+
+/// Downloads the remote directory `remote_dir` into `out` (the whole served
+/// tree, for `""`, `.` or `/`, into `out` itself).
 ///
 /// # Errors
 ///
@@ -97,14 +113,18 @@ fn join_remote(dir: &str, name: &str) -> String {
 pub async fn download_tree(
     addr: &HostPort,
     remote_dir: &str,
-    out: &Path,
-    opts: TreeOptions,
+    out: &OutputDir,
+    opts: &TreeOptions,
 ) -> Result<TreeReport, ClientError> {
-    let remote_dir = remote_dir.trim_end_matches('/');
-    let local_root = if remote_dir.is_empty() {
-        out.to_path_buf()
+    let remote_dir = if is_whole_tree(remote_dir) {
+        ""
     } else {
-        out.join(local_name(remote_dir)?)
+        remote_dir.trim_end_matches('/')
+    };
+    let local_root = if remote_dir.is_empty() {
+        PathBuf::new()
+    } else {
+        PathBuf::from(local_name(remote_dir)?)
     };
     let mut client = Client::connect(addr).await?;
     let st = client.stat(remote_dir).await?;
@@ -114,27 +134,29 @@ pub async fn download_tree(
             why: "not a directory (drop -r to download a file)",
         });
     }
-    let local_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| ClientError::Local { path, source }
-    };
-    fs::create_dir_all(out).map_err(local_err(out))?;
-    ensure_dir(&local_root).map_err(local_err(&local_root))?;
-
+    if !remote_dir.is_empty() {
+        out.ensure_dir(&local_root)
+            .map_err(|source| ClientError::Local {
+                path: out.shown(&local_root),
+                source,
+            })?;
+    }
     let mut report = TreeReport {
-        root: local_root.clone(),
+        root: if remote_dir.is_empty() {
+            out.path().to_path_buf()
+        } else {
+            out.shown(&local_root)
+        },
         ..TreeReport::default()
     };
-    let (jobs, total) = walk(
-        &mut client,
-        remote_dir,
-        &local_root,
-        opts.verify,
-        &mut report,
-    )
-    .await?;
+    let (jobs, total) = walk(&mut client, remote_dir, &local_root, out, opts, &mut report).await?;
 
-    let bar = opts.progress.bar(remote_dir, total);
+    let label = if remote_dir.is_empty() {
+        "(whole tree)"
+    } else {
+        remote_dir
+    };
+    let bar = opts.get.progress.bar(label, total);
     let n = opts.jobs.clamp(1, jobs.len().max(1));
     let mut lanes: Vec<Vec<FileJob>> = vec![Vec::new(); n];
     for (i, job) in jobs.into_iter().enumerate() {
@@ -144,9 +166,9 @@ pub async fn download_tree(
     let mut first = Some(client);
     for lane in lanes {
         let client = first.take();
-        let (addr, bar) = (addr.clone(), bar.clone());
-        let window = opts.window.max(1);
-        tasks.spawn(async move { run_lane(client, &addr, lane, window, &bar).await });
+        let (addr, bar) = (addr.clone(), (*bar).clone());
+        let (window, get) = (opts.window.max(1), opts.get.clone());
+        tasks.spawn(async move { run_lane(client, &addr, lane, window, &get, &bar).await });
     }
     while let Some(res) = tasks.join_next().await {
         match res {
@@ -154,25 +176,27 @@ pub async fn download_tree(
                 report.files += lane.files;
                 report.bytes += lane.bytes;
                 report.failures.extend(lane.failures);
+                report.interrupted |= lane.interrupted;
             }
             Err(e) => report.failures.push(format!("a download task failed: {e}")),
         }
     }
-    bar.finish_and_clear();
     Ok(report)
 }
 
 /// Lists the tree level by level (one pipelined LIST per directory of a
-/// level), creating local directories and collecting the files.
+/// level), creating local directories and collecting the files to fetch.
 async fn walk(
     client: &mut Client,
     remote_dir: &str,
     local_root: &Path,
-    verify: bool,
+    out: &OutputDir,
+    opts: &TreeOptions,
     report: &mut TreeReport,
 ) -> Result<(Vec<FileJob>, u64), ClientError> {
     let mut jobs = Vec::new();
     let mut total = 0u64;
+    let mut seen = 0usize;
     let mut level = vec![(remote_dir.to_string(), local_root.to_path_buf())];
     while !level.is_empty() {
         for (remote, _) in &level {
@@ -191,36 +215,58 @@ async fn walk(
                 }
                 Err(e) => return Err(e),
             };
+            seen += entries.len();
+            if seen > MAX_TREE_ENTRIES {
+                return Err(ClientError::Protocol(format!(
+                    "the tree has more than {MAX_TREE_ENTRIES} entries; download it in parts"
+                )));
+            }
             for entry in entries {
                 let name = match validate_name(&entry.name) {
                     Ok(n) => n,
                     Err(why) => {
-                        report.failures.push(format!(
-                            "server sent an unsafe name {:?} in {}: {why}; skipped",
-                            escape_bytes(&entry.name),
-                            escape_controls(&remote)
-                        ));
+                        let shown_dir = if remote.is_empty() {
+                            String::new()
+                        } else {
+                            format!("{}/", escape_controls(&remote))
+                        };
+                        report
+                            .unsafe_names
+                            .push(format!("{shown_dir}{} ({why})", escape_bytes(&entry.name)));
                         continue;
                     }
                 };
                 let remote_path = join_remote(&remote, name);
                 let local_path = local.join(name);
                 match entry.kind {
-                    EntryKind::Dir => match ensure_dir(&local_path) {
+                    EntryKind::Dir => match out.ensure_dir(&local_path) {
                         Ok(()) => next.push((remote_path, local_path)),
                         Err(e) => report.failures.push(format!(
                             "{}: {e}",
-                            escape_controls(&local_path.display().to_string())
+                            escape_controls(&out.shown(&local_path).display().to_string())
                         )),
                     },
                     EntryKind::File => {
+                        match out.existing(&local_path, entry.size, entry.mtime_ns, opts.get.force)
+                        {
+                            Ok(Existing::UpToDate) => {
+                                report.up_to_date += 1;
+                                continue;
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                report.failures.push(e.to_string());
+                                continue;
+                            }
+                        }
                         total += entry.size;
+                        let part = out.part(&local_path);
                         let job = if FileJob::is_small(entry.size) {
-                            FileJob::new_small(remote_path, local_path)
+                            FileJob::new_small(remote_path, part)
                         } else {
-                            FileJob::new(remote_path, local_path)
+                            FileJob::new(remote_path, part)
                         };
-                        jobs.push(job.verify(verify));
+                        jobs.push(job.verify(opts.get.verify));
                     }
                     EntryKind::Symlink | EntryKind::Other => {
                         report
@@ -240,6 +286,7 @@ struct LaneReport {
     files: u64,
     bytes: u64,
     failures: Vec<String>,
+    interrupted: bool,
 }
 
 /// How many times a lane reconnects after losing its connection.
@@ -251,6 +298,7 @@ async fn run_lane(
     addr: &HostPort,
     jobs: Vec<FileJob>,
     window: usize,
+    opts: &GetOptions,
     bar: &ProgressBar,
 ) -> LaneReport {
     let mut report = LaneReport::default();
@@ -263,25 +311,21 @@ async fn run_lane(
             None => match Client::connect(addr).await {
                 Ok(c) => c,
                 Err(e) => {
-                    for job in todo.drain(..) {
-                        report
-                            .failures
-                            .push(format!("{}: {e}", escape_controls(&job.remote)));
-                    }
+                    fail_all(&mut report, &mut todo, &e);
                     break;
                 }
             },
         };
-        match pipeline(&mut c, &mut todo, window, bar, &mut report).await {
+        match pipeline(&mut c, &mut todo, window, opts, bar, &mut report).await {
             Ok(()) => client = Some(c),
+            Err(ClientError::Interrupted { .. }) => {
+                report.interrupted = true;
+                break;
+            }
             Err(e) => {
                 reconnects += 1;
-                if reconnects > MAX_RECONNECTS {
-                    for job in todo.drain(..) {
-                        report
-                            .failures
-                            .push(format!("{}: {e}", escape_controls(&job.remote)));
-                    }
+                if reconnects > MAX_RECONNECTS || e.stops_everything() {
+                    fail_all(&mut report, &mut todo, &e);
                     break;
                 }
                 // Jobs in flight were put back in `todo`; fresh FileJobs pick
@@ -293,12 +337,21 @@ async fn run_lane(
     report
 }
 
+fn fail_all(report: &mut LaneReport, todo: &mut VecDeque<FileJob>, e: &ClientError) {
+    for job in todo.drain(..) {
+        report
+            .failures
+            .push(format!("{}: {e}", escape_controls(&job.remote)));
+    }
+}
+
 /// Runs the pipeline until `todo` is empty or the connection breaks (then
 /// the jobs in flight are returned to the front of `todo`).
 async fn pipeline(
     client: &mut Client,
     todo: &mut VecDeque<FileJob>,
     window: usize,
+    opts: &GetOptions,
     bar: &ProgressBar,
     report: &mut LaneReport,
 ) -> Result<(), ClientError> {
@@ -328,7 +381,7 @@ async fn pipeline(
                 return Err(e);
             }
         }
-        match receive(client, &job, None, Some(bar)).await {
+        match receive(client, &job, opts, Some(bar)).await {
             Ok(d) => {
                 report.files += 1;
                 report.bytes += d.size;
@@ -349,5 +402,20 @@ async fn pipeline(
 fn requeue(todo: &mut VecDeque<FileJob>, in_flight: VecDeque<FileJob>) {
     for job in in_flight.into_iter().rev() {
         todo.push_front(job);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_tree_spellings() {
+        for w in ["", ".", "/", "./", "//", "./."] {
+            assert!(is_whole_tree(w), "{w:?}");
+        }
+        for d in ["a", "./a", ".hidden", "a/."] {
+            assert!(!is_whole_tree(d), "{d:?}");
+        }
     }
 }

@@ -1,0 +1,290 @@
+//! The command line: clap arguments, turned into library calls, and their
+//! results into lines for people and an exit status.
+//!
+//! Arguments are parsed without side effects first ([`Cli`]), then each
+//! command resolves them (IO, validation) once and calls the library.
+//! Errors end as one line, `ferry: CAUSE`, escaped for the terminal, and a
+//! status that means something: 0 success, 1 failure, 2 bad usage (clap),
+//! 130 interrupted (Ctrl-C).
+
+mod get;
+mod remote;
+mod serve;
+
+use std::io::{self, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::server;
+
+/// Move files over TCP: a server that serves a directory to many clients at
+/// once, and a client that downloads from it, resumably and verified.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve a directory, read-only, to ferry clients, the tutorial's
+    /// programs and netcat (runs in the foreground until Ctrl-C).
+    Serve(ServeArgs),
+    /// Download files (resumable, BLAKE3-verified).
+    Get(GetArgs),
+    /// List a remote directory.
+    Ls(LsArgs),
+    /// Send a message (or each line typed at a `> ` prompt) and print the
+    /// server's acknowledgement.
+    Say(SayArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Directory to serve [default: the current directory; none with
+    /// `--raw message`, which then shares no files].
+    dir: Option<PathBuf>,
+    /// TCP port; 0 picks a free one (the startup line shows it).
+    #[arg(short, long, default_value_t = server::DEFAULT_PORT)]
+    port: u16,
+    /// Address (or host name) to listen on [default: all interfaces, IPv4
+    /// and IPv6]; `127.0.0.1` or `localhost` for this machine only.
+    #[arg(short, long, value_name = "ADDR")]
+    bind: Option<String>,
+    /// Also share hidden files and directories (names starting with `.`,
+    /// such as `.git/`, `.env`, `.ssh/`), which are otherwise neither
+    /// listed nor served.
+    #[arg(long)]
+    hidden: bool,
+    /// Refuse files with more than one hard link (their other names may
+    /// lie outside the served directory).
+    #[arg(long)]
+    no_hardlinks: bool,
+    /// Most connections served at once; beyond it, the longest-idle
+    /// connection is closed to make room, or the newcomer told "server busy".
+    #[arg(long, value_name = "N", default_value_t = server::DEFAULT_MAX_CONNECTIONS as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// What to do with clients that do not speak ferry's protocol (the
+    /// tutorial's programs, netcat).
+    #[arg(long, value_enum, default_value_t = RawArg::File)]
+    raw: RawArg,
+    /// Acknowledgement sent for each message.
+    #[arg(long, value_name = "TEXT", default_value = server::DEFAULT_ACK)]
+    ack: String,
+    /// Seconds a connection may stay silent (or take no bytes we send)
+    /// before it is closed.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    idle_timeout: u64,
+    /// Seconds transfers in flight may continue after Ctrl-C / SIGTERM.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    grace: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RawArg {
+    /// Serve the file whose name the client sends (the tutorial's downloader).
+    File,
+    /// Print each message and acknowledge it (the tutorial's message servers).
+    Message,
+    /// Refuse raw clients.
+    Off,
+}
+
+#[derive(Debug, clap::Args)]
+struct GetArgs {
+    /// Server: HOST[:PORT] (HOST a name, an IPv4 address or [IPv6]), or a
+    /// file on it in one word: HOST[:PORT]/PATH or ferry://HOST[:PORT]/PATH.
+    host: String,
+    /// Remote files, relative to the served directory. With none, asks for one.
+    remote_paths: Vec<String>,
+    /// Where to save, as `cp` reads its target: an existing directory (or a
+    /// path ending in `/`) receives the files under their own names; for a
+    /// single file any other PATH is the name to save it as; several files
+    /// or `-r` go into directory PATH, created if missing. `-` writes the
+    /// file to standard output (still verified: a mismatch exits non-zero).
+    /// [default: the current directory]
+    #[arg(short, long, value_name = "PATH")]
+    output: Option<PathBuf>,
+    /// Download directories recursively, as OUT/<last component of DIR>/...
+    /// (`.` or `/`: the whole served tree, into OUT itself). Files already
+    /// there from an earlier run are skipped.
+    #[arg(short, long)]
+    recursive: bool,
+    /// Parallel connections: a large file is split into ranges, a tree's
+    /// files are spread over them. Split downloads resume too.
+    #[arg(short, long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    jobs: u32,
+    /// Replace existing files that differ from the server's (without it,
+    /// they are left alone and reported).
+    #[arg(short, long)]
+    force: bool,
+    /// Talk to a tutorial-style server: send the bare name, save until close.
+    #[arg(long)]
+    raw: bool,
+    /// No progress bar and no summary lines.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Skip the BLAKE3 check (saves the client a core of hashing; a
+    /// corrupted transfer then goes unnoticed). For benchmarks and trusted
+    /// links only.
+    #[arg(long)]
+    no_verify: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct LsArgs {
+    /// Server: HOST[:PORT], or HOST[:PORT]/DIR.
+    host: String,
+    /// Remote directory [default: the served directory itself].
+    remote_path: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct SayArgs {
+    /// Server: HOST[:PORT].
+    host: String,
+    /// The message. With none, sends each line typed at a `> ` prompt until
+    /// end of input.
+    message: Option<String>,
+    /// Talk to a tutorial-style server: send the text as is.
+    #[arg(long)]
+    raw: bool,
+    /// With --raw: seconds to wait for an answer (none is not an error).
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    wait: f64,
+}
+
+/// Exit status for a command interrupted by Ctrl-C (128 + SIGINT).
+const EXIT_INTERRUPTED: u8 = 130;
+
+/// Runs the `ferry` command line: parses the arguments, runs the command,
+/// prints its errors. What the binary's `main` calls.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
+        .init();
+    // The server spreads connections over every core, and so does a client
+    // with several connections (-j: each lane's file creation is kernel work
+    // that another core can do meanwhile). A single sequence of requests runs
+    // on one thread, where cross-thread wake-ups would only add latency (its
+    // bulk work happens in the kernel and on its hashing thread).
+    let parallel = match &cli.command {
+        Command::Serve(_) => true,
+        Command::Get(g) => g.jobs > 1,
+        _ => false,
+    };
+    let runtime = match parallel {
+        true => tokio::runtime::Runtime::new(),
+        false => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ferry: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("ferry: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line, without repeating a cause that
+/// the message above it already includes, escaped for the terminal.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if line.contains(&s) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&s);
+    }
+    crate::display::escape_controls(&line.replace('\n', " ")).into_owned()
+}
+
+/// Prints `ferry: LINE` on stderr, escaped for the terminal.
+fn error_line(line: impl std::fmt::Display) {
+    eprintln!(
+        "ferry: {}",
+        crate::display::escape_controls(&line.to_string())
+    );
+}
+
+/// Prints a progress or summary line on stderr, escaped for the terminal.
+fn note(line: impl std::fmt::Display) {
+    eprintln!("{}", crate::display::escape_controls(&line.to_string()));
+}
+
+/// Whether `e` is our own stdout closing under us (`ferry ls | head`),
+/// which is a clean exit. Only a bare IO error from printing counts: a
+/// broken pipe towards the server is a real failure and is wrapped in a
+/// `ClientError`.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<io::Error>()
+        .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Serve(a) => serve::serve(a).await,
+        Command::Get(a) => get::get(a).await,
+        Command::Ls(a) => remote::ls(a).await,
+        Command::Say(a) => remote::say(a).await,
+    }
+}
+
+/// Reads one line from stdin after printing `prompt` (when stdin is a
+/// terminal). `None` at end of input.
+async fn prompt_line(
+    lines: &mut tokio::io::Lines<BufReader<tokio::io::Stdin>>,
+    prompt: &str,
+) -> Result<Option<String>> {
+    if io::stdin().is_terminal() {
+        let mut out = io::stdout().lock();
+        write!(out, "{prompt}")?;
+        out.flush()?;
+    }
+    lines.next_line().await.context("reading standard input")
+}
+
+fn stdin_lines() -> tokio::io::Lines<BufReader<tokio::io::Stdin>> {
+    BufReader::new(tokio::io::stdin()).lines()
+}
+
+fn exit_for(failures: usize) -> ExitCode {
+    if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

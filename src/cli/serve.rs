@@ -1,0 +1,151 @@
+//! `ferry serve`.
+
+use std::io::{self, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use tokio_util::sync::CancellationToken;
+
+use super::{RawArg, ServeArgs};
+use crate::server::{self, Config, RawMode, RootOptions};
+
+pub(super) async fn serve(a: ServeArgs) -> Result<ExitCode> {
+    raise_fd_limit();
+    // A message server (the tutorial's) shares no files unless a directory
+    // is named: starting one must never expose the current directory.
+    let dir = match (&a.dir, a.raw) {
+        (Some(d), _) => Some(d.clone()),
+        (None, RawArg::Message) => None,
+        (None, _) => Some(".".into()),
+    };
+    if let Some(d) = &dir {
+        check_dir(d)?;
+    }
+    let bind = match &a.bind {
+        Some(name) => Some(resolve_bind(name, a.port).await?),
+        None => None,
+    };
+    let listener = server::bind(bind, a.port)?;
+    let addr = listener.local_addr().context("listening socket")?;
+    {
+        let mut out = io::stdout().lock();
+        writeln!(
+            out,
+            "{}",
+            startup_line(dir.as_deref(), &a, addr, bind.is_none())
+        )?;
+        out.flush()?;
+    }
+    let mut config = match &dir {
+        Some(d) => Config::new(d),
+        None => Config::messages_only(),
+    };
+    config.root_options = RootOptions {
+        hidden: a.hidden,
+        hardlinks: !a.no_hardlinks,
+    };
+    config.max_connections = a.max_connections as usize;
+    config.idle_timeout = Duration::from_secs(a.idle_timeout.max(1));
+    config.grace = Duration::from_secs(a.grace);
+    config.ack = a.ack;
+    config.raw = match a.raw {
+        RawArg::File => RawMode::File,
+        RawArg::Message => RawMode::Message,
+        RawArg::Off => RawMode::Off,
+    };
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    server::run(listener, config, shutdown).await?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses a directory that cannot be served, naming why.
+fn check_dir(d: &Path) -> Result<()> {
+    match std::fs::metadata(d) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => bail!("cannot serve {}: not a directory", d.display()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            bail!("cannot serve {}: no such directory", d.display())
+        }
+        Err(e) => bail!("cannot serve {}: {e}", d.display()),
+    }
+}
+
+/// `--bind` as an address, or a host name resolved to its first address.
+async fn resolve_bind(name: &str, port: u16) -> Result<IpAddr> {
+    if let Ok(ip) = name.trim_matches(['[', ']']).parse::<IpAddr>() {
+        return Ok(ip);
+    }
+    let mut addrs = tokio::net::lookup_host((name, port))
+        .await
+        .with_context(|| format!("cannot resolve --bind {name}"))?;
+    match addrs.next() {
+        Some(sa) => Ok(sa.ip()),
+        None => bail!("cannot resolve --bind {name}: no addresses"),
+    }
+}
+
+/// What is shared, how, and with whom: the first line a user reads. It
+/// ends in `on ADDR ...`, which scripts (and the tests) read the port from.
+fn startup_line(dir: Option<&Path>, a: &ServeArgs, addr: SocketAddr, any: bool) -> String {
+    let whom = if any && addr.is_ipv6() {
+        "every interface, IPv4 and IPv6"
+    } else if any || addr.ip().is_unspecified() {
+        "every interface"
+    } else if addr.ip().is_loopback() {
+        "this machine only"
+    } else {
+        "this address only"
+    };
+    let what = match dir {
+        Some(d) => {
+            let shown = d.canonicalize().unwrap_or_else(|_| d.to_path_buf());
+            let hidden = if a.hidden {
+                "hidden files included"
+            } else {
+                "hidden files excluded"
+            };
+            let raw = match a.raw {
+                RawArg::File => "",
+                RawArg::Message => "; tutorial clients get the message server",
+                RawArg::Off => "; tutorial clients refused",
+            };
+            format!("serving {} (read-only, {hidden}{raw})", shown.display())
+        }
+        None => "message server (no files shared)".to_string(),
+    };
+    format!("ferry: {what} on {addr} ({whom})")
+}
+
+async fn cancel_on_signal(token: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            token.cancel();
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutdown requested");
+    token.cancel();
+}
+
+/// Lifts the soft open-file limit to the hard one: each connection costs a
+/// socket and, while transferring, a file.
+fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut lim = getrlimit(Resource::Nofile);
+    if lim.current < lim.maximum {
+        lim.current = lim.maximum;
+        let _ = setrlimit(Resource::Nofile, lim);
+    }
+}

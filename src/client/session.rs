@@ -1,0 +1,285 @@
+//! The native session: one connection, hello exchanged, requests and their
+//! answers. Everything the server says that a user may see is escaped
+//! here, as it arrives.
+
+use std::io;
+use std::net::SocketAddr;
+
+use tokio::net::TcpStream;
+use tracing::debug;
+
+use super::{connect, ClientError, HostPort};
+use crate::connection::{Connection, ConnectionError};
+use crate::display::escape_controls;
+use crate::protocol::{
+    caps, DecodeError, Frame, GetRequest, ListEntry, StatReply, MAGIC, MAX_LIST_ENTRIES,
+    MAX_MESSAGE_LEN, VERSION,
+};
+
+/// A native ferry session: connected, hello exchanged.
+#[derive(Debug)]
+pub struct Client {
+    conn: Connection<TcpStream>,
+    peer: SocketAddr,
+}
+
+impl Client {
+    /// Connects and exchanges hellos.
+    ///
+    /// # Errors
+    ///
+    /// Connection failures, `NotFerry`, or the server's refusal (e.g.
+    /// `server busy`) as `Remote`.
+    pub async fn connect(addr: &HostPort) -> Result<Self, ClientError> {
+        let stream = connect(addr).await?;
+        let client = Self::handshake(stream).await?;
+        debug!(peer = %client.peer, "hello exchanged");
+        Ok(client)
+    }
+
+    /// Exchanges hellos over an already connected stream.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::connect`].
+    pub async fn handshake(stream: TcpStream) -> Result<Self, ClientError> {
+        let peer = stream
+            .peer_addr()
+            .map_err(|e| ClientError::Connection(e.into()))?;
+        let mut conn = Connection::new(stream);
+        conn.queue_raw(&MAGIC);
+        conn.queue(&Frame::Hello {
+            version: VERSION,
+            caps: caps::NONE,
+        });
+        conn.flush().await.map_err(ConnectionError::from)?;
+        match conn.read_magic().await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(ClientError::Protocol(format!(
+                    "{peer} closed the connection without answering (not a ferry server, or raw clients refused?)"
+                )))
+            }
+            Err(ConnectionError::Decode(DecodeError::BadMagic)) => {
+                return Err(ClientError::NotFerry(peer))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let mut client = Client { conn, peer };
+        match client.read_reply().await? {
+            Frame::Welcome { version, .. } if version >= 1 && version <= VERSION => Ok(client),
+            Frame::Welcome { version, .. } => Err(ClientError::Protocol(format!(
+                "server chose unsupported version {version}"
+            ))),
+            other => Err(unexpected(&other, "Welcome")),
+        }
+    }
+
+    /// The framed connection, for receiving a body without copies.
+    pub(crate) fn connection(&mut self) -> &mut Connection<TcpStream> {
+        &mut self.conn
+    }
+
+    /// The server's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// Reads the next frame; an `Error` frame becomes `Remote`, a clean EOF
+    /// becomes a connection error.
+    ///
+    /// # Errors
+    ///
+    /// `Remote` for an error frame, `Connection` for a broken connection.
+    pub async fn read_reply(&mut self) -> Result<Frame, ClientError> {
+        match self.conn.read_frame().await? {
+            // Escaped now: the message is the server's, and may be meant to
+            // reach a terminal (colours, titles, cursor moves).
+            Some(Frame::Error { code, message }) => Err(ClientError::Remote {
+                code,
+                message: escape_controls(&message).into_owned(),
+            }),
+            Some(frame) => Ok(frame),
+            None => Err(ConnectionError::UnexpectedEof("an answer (server closed)").into()),
+        }
+    }
+
+    /// Queues a GET without sending it (to pipeline several).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidPath` if the path exceeds the protocol's limit.
+    pub fn queue_get(&mut self, req: GetRequest) -> Result<(), ClientError> {
+        debug!(
+            path = %crate::display::escape_bytes(&req.path),
+            offset = req.offset,
+            length = ?req.length,
+            resume = req.if_unchanged.is_some(),
+            "GET"
+        );
+        self.queue_frame(Frame::Get(req))
+    }
+
+    fn queue_frame(&mut self, frame: Frame) -> Result<(), ClientError> {
+        frame
+            .check_limits()
+            .map_err(|why| ClientError::InvalidPath {
+                path: match &frame {
+                    Frame::Get(g) => crate::display::escape_bytes(&g.path),
+                    Frame::Stat { path } | Frame::List { path } => {
+                        crate::display::escape_bytes(path)
+                    }
+                    _ => String::new(),
+                },
+                why,
+            })?;
+        self.conn.queue(&frame);
+        Ok(())
+    }
+
+    /// Sends everything queued.
+    ///
+    /// # Errors
+    ///
+    /// The socket's error.
+    pub async fn flush(&mut self) -> Result<(), ClientError> {
+        self.conn.flush().await.map_err(ConnectionError::from)?;
+        Ok(())
+    }
+
+    /// Reads a body of `len` bytes; see [`Connection::read_body`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::read_body`].
+    pub async fn read_body<F>(
+        &mut self,
+        len: u64,
+        buf: &mut [u8],
+        sink: F,
+    ) -> Result<(), ConnectionError>
+    where
+        F: FnMut(&[u8]) -> io::Result<()>,
+    {
+        self.conn.read_body(len, buf, sink).await
+    }
+
+    /// Describes a remote path.
+    ///
+    /// # Errors
+    ///
+    /// `Remote` if the server refuses (e.g. `no such file: x`).
+    pub async fn stat(&mut self, path: &str) -> Result<StatReply, ClientError> {
+        self.send_request(Frame::Stat {
+            path: path.as_bytes().to_vec(),
+        })
+        .await?;
+        match self.read_reply().await? {
+            Frame::StatReply(s) => Ok(s),
+            other => Err(unexpected(&other, "StatReply")),
+        }
+    }
+
+    /// Lists a remote directory (`""` for the root).
+    ///
+    /// # Errors
+    ///
+    /// `Remote` if the server refuses.
+    pub async fn list(&mut self, path: &str) -> Result<Vec<ListEntry>, ClientError> {
+        self.queue_list(path)?;
+        self.flush().await?;
+        self.read_list().await
+    }
+
+    /// Queues a LIST without sending it (to pipeline several).
+    ///
+    /// # Errors
+    ///
+    /// `InvalidPath` if the path exceeds the protocol's limit.
+    pub fn queue_list(&mut self, path: &str) -> Result<(), ClientError> {
+        self.queue_frame(Frame::List {
+            path: path.as_bytes().to_vec(),
+        })
+    }
+
+    /// Reads the answer to a LIST.
+    ///
+    /// # Errors
+    ///
+    /// `Remote` if the server refused it, `Protocol` for a malformed answer
+    /// or one of more than [`MAX_LIST_ENTRIES`] entries.
+    pub async fn read_list(&mut self) -> Result<Vec<ListEntry>, ClientError> {
+        let mut out = Vec::new();
+        self.read_list_each(|e| {
+            out.push(e);
+            Ok(())
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// Reads the answer to a LIST, handing each entry to `each` as it
+    /// arrives (so a long listing costs no memory), and returns the count.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::read_list`], or `Output` with `each`'s error.
+    pub async fn read_list_each(
+        &mut self,
+        mut each: impl FnMut(ListEntry) -> io::Result<()>,
+    ) -> Result<u64, ClientError> {
+        let mut n = 0u64;
+        loop {
+            match self.read_reply().await? {
+                Frame::ListEntry(_) if n == MAX_LIST_ENTRIES as u64 => {
+                    return Err(ClientError::Protocol(format!(
+                        "the server's listing goes past {MAX_LIST_ENTRIES} entries, the most one listing may have"
+                    )))
+                }
+                Frame::ListEntry(e) => {
+                    n += 1;
+                    each(e).map_err(ClientError::Output)?;
+                }
+                Frame::ListEnd { count } if count == n => return Ok(n),
+                Frame::ListEnd { count } => {
+                    return Err(ClientError::Protocol(format!(
+                        "listing announced {count} entries but sent {n}"
+                    )))
+                }
+                other => return Err(unexpected(&other, "ListEntry")),
+            }
+        }
+    }
+
+    /// Sends a message and returns the server's acknowledgement.
+    ///
+    /// # Errors
+    ///
+    /// `Protocol` if the message exceeds the protocol's limit, or the
+    /// server's error.
+    pub async fn message(&mut self, text: &[u8]) -> Result<Vec<u8>, ClientError> {
+        if text.len() > MAX_MESSAGE_LEN {
+            return Err(ClientError::Protocol(format!(
+                "message of {} bytes exceeds the limit of {MAX_MESSAGE_LEN}",
+                text.len()
+            )));
+        }
+        self.send_request(Frame::Message {
+            text: text.to_vec(),
+        })
+        .await?;
+        match self.read_reply().await? {
+            Frame::Ack { text } => Ok(text),
+            other => Err(unexpected(&other, "Ack")),
+        }
+    }
+
+    async fn send_request(&mut self, frame: Frame) -> Result<(), ClientError> {
+        self.queue_frame(frame)?;
+        self.flush().await
+    }
+}
+
+fn unexpected(frame: &Frame, wanted: &str) -> ClientError {
+    ClientError::Protocol(format!("expected {wanted}, got {}", frame.name()))
+}
