@@ -246,7 +246,8 @@ pub async fn fetch_file(
     remote: &str,
     opts: &GetOptions,
 ) -> Result<Outcome, ClientError> {
-    if out.existing(rel, 0, i64::MIN, true)? != Existing::Absent {
+    // Something in the way (and no --force): is it ferry's own copy?
+    if out.existing(rel, 0, i64::MIN, true)? != Existing::Absent && !opts.force {
         let st = client.stat(remote).await?;
         if out.existing(rel, st.size, st.mtime_ns, opts.force)? == Existing::UpToDate {
             debug!(target = %out.shown(rel).display(), "already up to date");

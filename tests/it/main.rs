@@ -6,6 +6,8 @@ mod support;
 mod cli;
 
 mod faults;
+mod first_hour;
+mod hardening;
 mod hostile;
 mod native;
 mod raw;

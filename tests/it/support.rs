@@ -12,9 +12,11 @@ use std::time::{Duration, Instant};
 
 use ferry::protocol::{Frame, MAGIC};
 
-/// Path of the built binary.
-pub fn ferry_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_ferry")
+/// Path of the binary under test: the one this build made, or the one
+/// `FERRY_TEST_BIN` names (to check that a regression test fails against
+/// an older build, as each one for an issue must).
+pub fn ferry_bin() -> String {
+    std::env::var("FERRY_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ferry").to_string())
 }
 
 /// A `ferry serve` process on an ephemeral loopback port, killed on drop.
@@ -22,6 +24,8 @@ pub struct Server {
     child: Option<Child>,
     pub addr: SocketAddr,
     pub root: PathBuf,
+    /// The line `ferry serve` started with.
+    pub startup: String,
     stdout: Arc<(Mutex<Vec<String>>, Condvar)>,
     stderr: Arc<Mutex<String>>,
 }
@@ -34,15 +38,44 @@ impl Server {
 
     /// Serves `root` on `bind` (e.g. "::1"), port 0, with extra flags.
     pub fn start_on(root: &Path, bind: &str, extra: &[&str]) -> Server {
+        Self::spawn(Some(root), root, bind, extra, Some("debug"))
+    }
+
+    /// `ferry serve ARGS` run in `cwd` with no directory argument, on
+    /// 127.0.0.1 port 0, logging at `rust_log` (`None`: the default level).
+    pub fn start_in(cwd: &Path, extra: &[&str], rust_log: Option<&str>) -> Server {
+        Self::spawn(None, cwd, "127.0.0.1", extra, rust_log)
+    }
+
+    /// Serves `root` on 127.0.0.1 port 0, logging at `rust_log` (`None`:
+    /// the default level a user gets).
+    pub fn start_logging(root: &Path, extra: &[&str], rust_log: Option<&str>) -> Server {
+        Self::spawn(Some(root), root, "127.0.0.1", extra, rust_log)
+    }
+
+    fn spawn(
+        dir: Option<&Path>,
+        cwd: &Path,
+        bind: &str,
+        extra: &[&str],
+        rust_log: Option<&str>,
+    ) -> Server {
         let mut cmd = Command::new(ferry_bin());
-        cmd.arg("serve")
-            .arg(root)
-            .args(["--port", "0", "--bind", bind])
+        cmd.arg("serve");
+        if let Some(d) = dir {
+            cmd.arg(d);
+        }
+        cmd.args(["--port", "0", "--bind", bind])
             .args(extra)
-            .env("RUST_LOG", "debug")
+            .current_dir(cwd)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        match rust_log {
+            Some(level) => cmd.env("RUST_LOG", level),
+            None => cmd.env_remove("RUST_LOG"),
+        };
+        let root = dir.unwrap_or(cwd);
         let mut child = cmd.spawn().expect("spawn ferry serve");
         let mut out = BufReader::new(child.stdout.take().expect("stdout"));
         let mut first = String::new();
@@ -88,6 +121,7 @@ impl Server {
             child: Some(child),
             addr,
             root: root.to_path_buf(),
+            startup: first.trim_end().to_string(),
             stdout,
             stderr,
         }
@@ -219,6 +253,39 @@ impl std::fmt::Display for Run {
 /// Runs `ferry ARGS` in `cwd` with no stdin, bounded to 120 s.
 pub fn ferry(cwd: &Path, args: &[&str]) -> Run {
     ferry_with_stdin(cwd, args, None)
+}
+
+/// Runs `ferry ARGS` in `cwd` with extra environment variables.
+pub fn ferry_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new(ferry_bin());
+    cmd.args(args)
+        .current_dir(cwd)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().expect("spawn ferry");
+    finish(child, None, format!("ferry {}", args.join(" ")))
+}
+
+/// Starts `ferry ARGS` in `cwd` without waiting (stdout and stderr piped):
+/// for signalling it mid-download. Collect it with [`finish`].
+pub fn ferry_spawn(cwd: &Path, args: &[&str]) -> Child {
+    Command::new(ferry_bin())
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ferry")
+}
+
+/// Sends `signal` (e.g. `"INT"`) to process `pid`.
+pub fn signal(pid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status();
 }
 
 /// Runs `ferry ARGS` in `cwd`, feeding `stdin` (or none), bounded to 120 s.
@@ -808,4 +875,280 @@ pub fn stalled_download(srv: &Server, name: &str, read_bound: Duration) -> Wire 
     assert!(matches!(w.expect_frame("FileHeader"), Frame::FileHeader(_)));
     w.read_body(1).expect("server closed inside a body");
     w
+}
+
+// ---------------------------------------------------------------------------
+// A scripted (hostile) native server, and a throttling proxy
+
+/// What a [`FakeServer`]'s handler wants after answering a request.
+pub enum Flow {
+    /// Send what was written and read the next request.
+    Continue,
+    /// Send what was written, then close the connection.
+    Close,
+}
+
+/// A native ferry server played by the test: it exchanges hellos, then
+/// hands every request to `handler`, which writes the answer itself
+/// (anything at all, valid or not, as much as it likes) to the stream it
+/// is given. It serves up to `conns` connections, one after another, each
+/// bounded to 60 s.
+pub struct FakeServer {
+    pub addr: SocketAddr,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeServer {
+    pub fn start<F>(conns: usize, mut handler: F) -> FakeServer
+    where
+        F: FnMut(Frame, &mut TcpStream) -> io::Result<Flow> + Send + 'static,
+    {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let thread = std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut served = 0;
+            while served < conns && started.elapsed() < Duration::from_secs(60) {
+                let s = match listener.accept() {
+                    Ok((s, _)) => s,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    }
+                    Err(_) => return,
+                };
+                served += 1;
+                let _ = Self::serve_one(s, &mut handler);
+            }
+        });
+        FakeServer {
+            addr,
+            thread: Some(thread),
+        }
+    }
+
+    fn serve_one<F>(mut s: TcpStream, handler: &mut F) -> io::Result<()>
+    where
+        F: FnMut(Frame, &mut TcpStream) -> io::Result<Flow>,
+    {
+        s.set_nonblocking(false)?;
+        s.set_read_timeout(Some(Duration::from_secs(20)))?;
+        s.set_write_timeout(Some(Duration::from_secs(20)))?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 16 * 1024];
+        let mut greeted = false;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if !greeted && buf.len() >= MAGIC.len() {
+                buf.drain(..MAGIC.len());
+                greeted = true;
+            }
+            let parsed = if greeted {
+                Frame::parse(&buf).ok().flatten()
+            } else {
+                None
+            };
+            let Some((frame, used)) = parsed else {
+                match s.read(&mut chunk)? {
+                    0 => return Ok(()),
+                    n => buf.extend_from_slice(&chunk[..n]),
+                }
+                continue;
+            };
+            buf.drain(..used);
+            let flow = match frame {
+                Frame::Hello { .. } => {
+                    let mut out = MAGIC.to_vec();
+                    Frame::Welcome {
+                        version: 1,
+                        caps: 0,
+                    }
+                    .encode(&mut out);
+                    s.write_all(&out)?;
+                    Flow::Continue
+                }
+                other => handler(other, &mut s)?,
+            };
+            if let Flow::Close = flow {
+                let _ = s.shutdown(Shutdown::Both);
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Waits for the server thread (it ends once its connections are served
+    /// or its time is up).
+    pub fn join(mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Writes `frames` to `s` in one write.
+pub fn send_frames(s: &mut TcpStream, frames: &[Frame]) -> io::Result<()> {
+    let mut out = Vec::new();
+    for f in frames {
+        f.encode(&mut out);
+    }
+    s.write_all(&out)
+}
+
+/// A TCP proxy in front of `upstream` that forwards server → client at
+/// most `rate` bytes per second per connection, for any number of
+/// connections, until dropped (or 120 s): a slow link, so a download is
+/// provably in the middle when the test interrupts it.
+pub struct SlowProxy {
+    pub addr: SocketAddr,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SlowProxy {
+    pub fn start(upstream: SocketAddr, rate: u64) -> SlowProxy {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            while !stop2.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(120) {
+                let client = match listener.accept() {
+                    Ok((c, _)) => c,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(2));
+                        continue;
+                    }
+                    Err(_) => return,
+                };
+                let Ok(server) = TcpStream::connect_timeout(&upstream, Duration::from_secs(10))
+                else {
+                    continue;
+                };
+                let _ = client.set_nonblocking(false);
+                let stop3 = stop2.clone();
+                let (mut c_in, mut s_out) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16 * 1024];
+                    while let Ok(n) = c_in.read(&mut buf) {
+                        if n == 0 || s_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = s_out.shutdown(Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let (mut s_in, mut c_out) = (server, client);
+                    let _ = s_in.set_read_timeout(Some(Duration::from_millis(50)));
+                    let mut buf = [0u8; 4096];
+                    let t0 = Instant::now();
+                    let mut sent = 0u64;
+                    while !stop3.load(Ordering::SeqCst) && t0.elapsed() < Duration::from_secs(120) {
+                        match s_in.read(&mut buf) {
+                            Ok(0) => break,
+                            Ok(n) => {
+                                if c_out.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                                sent += n as u64;
+                                let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+                                if let Some(wait) = due.checked_sub(t0.elapsed()) {
+                                    std::thread::sleep(wait);
+                                }
+                            }
+                            Err(e)
+                                if matches!(
+                                    e.kind(),
+                                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                                ) => {}
+                            Err(_) => break,
+                        }
+                    }
+                    let _ = c_out.shutdown(Shutdown::Both);
+                    let _ = s_in.shutdown(Shutdown::Both);
+                });
+            }
+        });
+        SlowProxy { addr, stop }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+impl Drop for SlowProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Panics unless every character of `text` is safe for a terminal (line
+/// ends aside): no escape sequence, C1 control, bidi override or
+/// zero-width character from a peer got through.
+pub fn assert_terminal_safe(text: &str, context: &dyn std::fmt::Display) {
+    for (i, c) in text.char_indices() {
+        if c != '\n' && ferry::display::is_unsafe_char(c) {
+            panic!(
+                "unsafe character {:?} (U+{:04X}) reached the terminal at byte {i}:\n{context}",
+                c, c as u32
+            );
+        }
+    }
+}
+
+/// The peak resident memory of `child` while it runs, sampled every 20 ms
+/// from /proc (KiB), and its outcome.
+pub fn finish_measuring_rss(child: Child, cmd: String) -> (Run, u64) {
+    let pid = child.id();
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (peak, done) = (peak.clone(), done.clone());
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !done.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < deadline {
+                if let Ok(st) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                    for key in ["VmHWM:", "VmRSS:"] {
+                        if let Some(kib) = st
+                            .lines()
+                            .find_map(|l| l.strip_prefix(key))
+                            .and_then(|v| v.split_whitespace().next())
+                            .and_then(|v| v.parse::<u64>().ok())
+                        {
+                            peak.fetch_max(kib, std::sync::atomic::Ordering::SeqCst);
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let run = finish(child, None, cmd);
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = sampler.join();
+    (run, peak.load(std::sync::atomic::Ordering::SeqCst))
+}
+
+/// Bytes the process `pid` has read through read(2)-like calls so far
+/// (`rchar` in /proc/PID/io).
+pub fn bytes_read_by(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("rchar:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .expect("/proc/PID/io")
 }
