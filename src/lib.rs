@@ -1,7 +1,8 @@
 //! ferry moves files over TCP: a server that serves a directory to many
 //! clients at once, and a client that downloads from it, fast, resumably and
 //! verified, plus a small "send a message, get an acknowledgement" mode. It
-//! grew from a Python socket tutorial (`../shared/seed/`) and still speaks
+//! grew from a Python socket tutorial (four small programs: two message
+//! servers, a prompt client and a file downloader) and still speaks
 //! that tutorial's raw protocol.
 //!
 //! # Map

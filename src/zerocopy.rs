@@ -64,6 +64,11 @@ pub async fn send_file(
         let count = usize::try_from(end - pos)
             .unwrap_or(usize::MAX)
             .min(SENDFILE_CHUNK);
+        // A readiness wait that is already satisfied does not count against
+        // tokio's cooperative budget: without this, a transfer to a fast
+        // reader would never yield, and nothing else on this worker (other
+        // connections, shutdown) would run until it ended.
+        tokio::task::consume_budget().await;
         limit.run(stream.writable()).await?;
         let res = stream.try_io(Interest::WRITABLE, || {
             rustix::fs::sendfile(stream.as_fd(), file, Some(&mut pos), count)
@@ -110,6 +115,10 @@ async fn readable(stream: &TcpStream) -> Result<(), SpliceError> {
     }
 }
 
+/// How many bytes a receive moves between yields to the runtime.
+#[cfg(target_os = "linux")]
+const YIELD_EVERY: u64 = 8 * 1024 * 1024;
+
 /// Pipe size asked for: one splice moves up to this much. The kernel may
 /// grant less (`/proc/sys/fs/pipe-max-size`).
 #[cfg(target_os = "linux")]
@@ -147,6 +156,7 @@ pub async fn splice_to_file(
     let mut pos = offset;
     let end = offset + len;
     let mut copy_buf: Vec<u8> = Vec::new();
+    let mut last_yield = pos;
     while pos < end {
         let want = usize::try_from(end - pos).unwrap_or(usize::MAX).min(cap);
         if !copy_buf.is_empty() {
@@ -168,6 +178,15 @@ pub async fn splice_to_file(
             pos += n as u64;
             progress(pos);
             continue;
+        }
+        // Yield every few MiB, as in `send_file`, or Ctrl-C (and every other
+        // task) waits until the socket happens to run dry. By bytes, not by
+        // tokio's budget of 128 polls: a write into the page cache can be
+        // throttled for milliseconds when much is dirty, and 128 of those
+        // kept Ctrl-C waiting for a second.
+        if pos - last_yield >= YIELD_EVERY {
+            last_yield = pos;
+            tokio::task::yield_now().await;
         }
         readable(stream).await?;
         let moved = stream.try_io(Interest::READABLE, || {

@@ -282,7 +282,10 @@ fn the_real_body_example_hash_is_the_one_the_spec_prints() {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    assert!(SPEC.contains(&format!("`{hex}`")), "{hex} not in PROTOCOL.md");
+    assert!(
+        SPEC.contains(&format!("`{hex}`")),
+        "{hex} not in PROTOCOL.md"
+    );
 }
 
 fn normalize(s: &str) -> String {

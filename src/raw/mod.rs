@@ -1,6 +1,8 @@
 //! The tutorial's raw protocol, both ways.
 //!
-//! The tutorial (`../shared/seed/`) speaks plain TCP with no framing:
+//! The tutorial (a Python socket tutorial in Chinese: a message server, a
+//! server looping over clients, a `> ` prompt client, a file downloader)
+//! speaks plain TCP with no framing:
 //!
 //! * **file download**: the client sends a bare file name in one `send`
 //!   (no terminator) and reads until the server closes; the server reads

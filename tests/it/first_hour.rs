@@ -240,6 +240,33 @@ fn issue15_ctrl_c_says_what_was_kept_and_the_rerun_resumes() {
     assert!(run.stderr.contains("-o - cannot resume"), "{run}");
 }
 
+#[test]
+fn issue15_ctrl_c_stops_a_fast_download_at_once() {
+    // Straight from the server (no slow proxy), from the page cache: the
+    // socket never runs dry, so the receive must yield to notice Ctrl-C.
+    let root = tempfile::tempdir().unwrap();
+    let size = 4u64 << 30;
+    fs::File::create(root.path().join("huge.bin"))
+        .unwrap()
+        .set_len(size)
+        .unwrap();
+    let srv = Server::start(root.path(), &[]);
+    let out = tempfile::tempdir().unwrap();
+    let part = out.path().join("dl/huge.bin.part");
+    let child = ferry_spawn(out.path(), &["get", &srv.host(), "huge.bin", "-o", "dl/"]);
+    let pid = child.id();
+    let started = wait_until(PATIENCE, Duration::from_millis(5), || {
+        file_len(&part) >= 32 * MIB as u64
+    });
+    signal(pid, "INT");
+    let run = finish(child, None, "ferry get huge.bin (then SIGINT)".into());
+    assert!(started, "{run}");
+    assert_eq!(run.status.code(), Some(130), "{run}");
+    let kept = file_len(&part);
+    assert!(kept < size, "the whole file arrived after Ctrl-C\n{run}");
+    eprintln!("FIGURE Ctrl-C of a 4 GiB download at >= 32 MiB: {kept} bytes kept");
+}
+
 /// Serves `a.bin` whole, then cuts `b.bin` mid-body, then is gone.
 fn dying_server() -> FakeServer {
     let body = vec![7u8; 1000];
