@@ -406,11 +406,7 @@ pub async fn receive(
             escape_controls(&job.remote).into_owned(),
         ));
     }
-    part.commit(&file, Some(header.mtime_ns))
-        .map_err(|source| ClientError::Local {
-            path: part.target().to_path_buf(),
-            source,
-        })?;
+    part.save(&file, Some(header.mtime_ns))?;
     Ok(done(header.size))
 }
 
@@ -459,11 +455,7 @@ async fn receive_small(
     };
     let mut file = part.create_plain().map_err(local)?;
     file.write_all(&body).map_err(local)?;
-    part.commit(&file, Some(header.mtime_ns))
-        .map_err(|source| ClientError::Local {
-            path: part.target().to_path_buf(),
-            source,
-        })?;
+    part.save(&file, Some(header.mtime_ns))?;
     if let Some(bar) = shared_bar {
         bar.inc(header.length);
     }

@@ -285,6 +285,20 @@ impl PartFile {
         }
     }
 
+    /// [`PartFile::commit`], its failure as the user sees it (naming the
+    /// target).
+    ///
+    /// # Errors
+    ///
+    /// `Local` with the rename's error.
+    pub fn save(&self, file: &File, mtime_ns: Option<i64>) -> Result<(), super::ClientError> {
+        self.commit(file, mtime_ns)
+            .map_err(|source| super::ClientError::Local {
+                path: self.target().to_path_buf(),
+                source,
+            })
+    }
+
     /// Removes the part and its metadata.
     pub fn discard(&self) {
         let _ = self.dir.remove_file(&self.part_rel);

@@ -384,11 +384,7 @@ impl Split<'_> {
                 )));
             }
         }
-        part.commit(&file, Some(self.version.mtime_ns))
-            .map_err(|source| ClientError::Local {
-                path: part.target().to_path_buf(),
-                source,
-            })?;
+        part.save(&file, Some(self.version.mtime_ns))?;
         Ok(Downloaded {
             path: part.target().to_path_buf(),
             size: self.version.size,

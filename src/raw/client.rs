@@ -90,11 +90,7 @@ pub async fn get(
     let Some(file) = file else {
         return Err(ClientError::Empty(escape_controls(name).into_owned()));
     };
-    part.commit(&file, None)
-        .map_err(|source| ClientError::Local {
-            path: part.target().to_path_buf(),
-            source,
-        })?;
+    part.save(&file, None)?;
     Ok(Downloaded {
         path: part.target().to_path_buf(),
         size,

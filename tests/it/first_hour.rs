@@ -15,14 +15,6 @@ use crate::support::*;
 const PATIENCE: Duration = Duration::from_secs(20);
 const MIB: usize = 1 << 20;
 
-fn put(root: &Path, rel: &str, data: &[u8]) {
-    let p = root.join(rel);
-    if let Some(d) = p.parent() {
-        fs::create_dir_all(d).unwrap();
-    }
-    fs::write(p, data).unwrap();
-}
-
 fn paths(v: &[&str]) -> Vec<PathBuf> {
     v.iter().map(PathBuf::from).collect()
 }
@@ -39,11 +31,11 @@ fn raw_fetch(srv: &Server, name: &str) -> Vec<u8> {
 #[test]
 fn issue15_hidden_files_are_neither_listed_nor_served_unless_asked() {
     let root = tempfile::tempdir().unwrap();
-    put(root.path(), "visible.txt", b"visible");
-    put(root.path(), ".env", b"SECRET=1");
-    put(root.path(), ".git/config", b"[core]");
-    put(root.path(), "sub/.ssh/id", b"key");
-    put(root.path(), "sub/ok.txt", b"ok");
+    write_file(root.path(), "visible.txt", b"visible");
+    write_file(root.path(), ".env", b"SECRET=1");
+    write_file(root.path(), ".git/config", b"[core]");
+    write_file(root.path(), "sub/.ssh/id", b"key");
+    write_file(root.path(), "sub/ok.txt", b"ok");
     for (link, to) in [
         ("link_env", ".env"),
         ("link_git", ".git/config"),
@@ -100,7 +92,7 @@ fn issue15_hidden_files_are_neither_listed_nor_served_unless_asked() {
 #[test]
 fn issue15_a_message_server_shares_no_files_and_says_so() {
     let cwd = tempfile::tempdir().unwrap();
-    put(cwd.path(), "secret.txt", b"not for you");
+    write_file(cwd.path(), "secret.txt", b"not for you");
     let srv = Server::start_in(cwd.path(), &["--raw", "message"], Some("info"));
     assert!(
         srv.startup
@@ -142,7 +134,7 @@ fn recorded_progress(meta: &Path) -> Option<u64> {
 fn issue15_an_interrupted_split_download_resumes_its_ranges() {
     let root = tempfile::tempdir().unwrap();
     let data = random_bytes(48 * MIB, 15);
-    put(root.path(), "big.bin", &data);
+    write_file(root.path(), "big.bin", &data);
     let srv = Server::start(root.path(), &[]);
     let slow = SlowProxy::start(srv.addr, 3 * MIB as u64);
     let mut figures = Vec::new();
@@ -200,7 +192,7 @@ fn issue15_an_interrupted_split_download_resumes_its_ranges() {
 fn issue15_ctrl_c_says_what_was_kept_and_the_rerun_resumes() {
     let root = tempfile::tempdir().unwrap();
     let data = random_bytes(24 * MIB, 16);
-    put(root.path(), "big.bin", &data);
+    write_file(root.path(), "big.bin", &data);
     let srv = Server::start(root.path(), &[]);
     let slow = SlowProxy::start(srv.addr, 2 * MIB as u64);
     let out = tempfile::tempdir().unwrap();
@@ -343,7 +335,7 @@ fn leave_part(target: &Path, bytes: &[u8], served: &Path, mtime_shift_ns: i64) {
 fn issue15_a_part_that_cannot_be_used_is_said_to_be_started_over() {
     let root = tempfile::tempdir().unwrap();
     let data = random_bytes(2 * MIB, 17);
-    put(root.path(), "f.bin", &data);
+    write_file(root.path(), "f.bin", &data);
     let served = root.path().join("f.bin");
     let srv = Server::start(root.path(), &[]);
     let out = tempfile::tempdir().unwrap();
@@ -374,8 +366,8 @@ fn issue15_a_part_that_cannot_be_used_is_said_to_be_started_over() {
 #[test]
 fn issue15_output_works_like_cp_and_never_overwrites_silently() {
     let root = tempfile::tempdir().unwrap();
-    put(root.path(), "a.txt", b"server a");
-    put(root.path(), "b.txt", b"server b");
+    write_file(root.path(), "a.txt", b"server a");
+    write_file(root.path(), "b.txt", b"server b");
     let srv = Server::start(root.path(), &[]);
     let out = tempfile::tempdir().unwrap();
     let h = srv.host();
@@ -437,8 +429,8 @@ fn issue15_output_works_like_cp_and_never_overwrites_silently() {
 #[test]
 fn issue15_whole_trees_and_addresses_as_people_type_them() {
     let root = tempfile::tempdir().unwrap();
-    put(root.path(), "top.txt", b"top");
-    put(root.path(), "sub/with space.txt", b"spaced");
+    write_file(root.path(), "top.txt", b"top");
+    write_file(root.path(), "sub/with space.txt", b"spaced");
     let srv = Server::start(root.path(), &[]);
     let out = tempfile::tempdir().unwrap();
     for (whole, dir) in [(".", "dot"), ("/", "slash")] {
@@ -572,7 +564,7 @@ fn issue15_errors_point_the_right_way() {
         "ferry: cannot serve /no/such/dir: no such directory",
         "{run}"
     );
-    put(base.path(), "plain", b"x");
+    write_file(base.path(), "plain", b"x");
     let run = ferry(base.path(), &["serve", "plain", "--port", "0"]).fails();
     assert_eq!(
         run.stderr.trim(),
@@ -581,8 +573,8 @@ fn issue15_errors_point_the_right_way() {
     );
 
     let root = tempfile::tempdir().unwrap();
-    put(root.path(), "sub/x", b"x");
-    put(root.path(), "one.txt", b"1");
+    write_file(root.path(), "sub/x", b"x");
+    write_file(root.path(), "one.txt", b"1");
     let srv = Server::start(root.path(), &[]);
     let run = ferry(base.path(), &["get", &srv.host(), "sub", "-o", "dl/"]).fails();
     assert_eq!(
@@ -622,7 +614,7 @@ fn issue15_errors_point_the_right_way() {
 #[test]
 fn issue15_logs_a_person_can_read() {
     let root = tempfile::tempdir().unwrap();
-    put(root.path(), "f.txt", b"f");
+    write_file(root.path(), "f.txt", b"f");
     // The default level, as a user runs it.
     let srv = Server::start_logging(root.path(), &[], None);
     for _ in 0..10 {

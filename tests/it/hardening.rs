@@ -27,19 +27,11 @@ use crate::support::*;
 const PATIENCE: Duration = Duration::from_secs(20);
 const MIB: u64 = 1 << 20;
 
-fn put(root: &Path, rel: &str, data: &[u8]) {
-    let p = root.join(rel);
-    if let Some(d) = p.parent() {
-        fs::create_dir_all(d).unwrap();
-    }
-    fs::write(p, data).unwrap();
-}
-
 /// A directory whose listing is about 34 KiB: one 7-byte `List` request
 /// makes the server queue that much.
 fn wide_listing(root: &Path) {
     for i in 0..150 {
-        put(root, &format!("{i:03}-{}", "n".repeat(196)), b"x");
+        write_file(root, &format!("{i:03}-{}", "n".repeat(196)), b"x");
     }
 }
 
@@ -113,7 +105,7 @@ fn pipeline_without_reading(
 #[test]
 fn issue9_a_client_that_pipelines_and_never_reads_cannot_grow_server_memory() {
     let root = tempfile::tempdir().unwrap();
-    put(root.path(), "small.txt", b"small");
+    write_file(root.path(), "small.txt", b"small");
     // No log line per request (they would slow the server down to the
     // client's pace); only the connection's end, which the test waits for.
     let srv = Server::start_logging(
@@ -159,7 +151,7 @@ fn issue9_a_client_that_pipelines_and_never_reads_cannot_grow_server_memory() {
 fn issue9_a_client_that_never_reads_loses_its_slot_to_a_newcomer_and_to_the_timeout() {
     let root = tempfile::tempdir().unwrap();
     wide_listing(root.path());
-    put(root.path(), "small.txt", b"small");
+    write_file(root.path(), "small.txt", b"small");
     let srv = Server::start(
         root.path(),
         &["--max-connections", "1", "--idle-timeout", "4"],
@@ -338,7 +330,7 @@ fn issue9_escapes_and_spoofing_characters_from_a_hostile_server_never_reach_the_
 fn issue9_symlinks_planted_in_the_output_directory_are_never_written_through() {
     let root = tempfile::tempdir().unwrap();
     let data = random_bytes(MIB as usize, 9);
-    put(root.path(), "big.bin", &data);
+    write_file(root.path(), "big.bin", &data);
     let srv = Server::start(root.path(), &[]);
     let out = tempfile::tempdir().unwrap();
     let victim = out.path().join("victim.txt");
@@ -589,8 +581,8 @@ use std::os::unix::fs::OpenOptionsExt;
 #[test]
 fn issue9_list_stat_and_get_agree_on_symlinks_inside_the_root() {
     let root = tempfile::tempdir().unwrap();
-    put(root.path(), "b/f.txt", b"bee");
-    put(root.path(), "a/own.txt", b"own");
+    write_file(root.path(), "b/f.txt", b"bee");
+    write_file(root.path(), "a/own.txt", b"own");
     let a = root.path().join("a");
     std::os::unix::fs::symlink("../b/f.txt", a.join("to_b_file")).unwrap();
     std::os::unix::fs::symlink("../b", a.join("to_b")).unwrap();
@@ -644,7 +636,7 @@ fn issue9_no_hardlinks_refuses_files_with_other_names() {
     let secret = elsewhere.path().join("secret.txt");
     fs::write(&secret, b"outside").unwrap();
     fs::hard_link(&secret, root.path().join("linked.txt")).unwrap();
-    put(root.path(), "plain.txt", b"plain");
+    write_file(root.path(), "plain.txt", b"plain");
     let out = tempfile::tempdir().unwrap();
 
     let srv = Server::start(root.path(), &["--no-hardlinks"]);
@@ -661,7 +653,7 @@ fn issue9_no_hardlinks_refuses_files_with_other_names() {
 #[test]
 fn issue9_stat_of_a_directory_reports_size_zero() {
     let root = tempfile::tempdir().unwrap();
-    put(root.path(), "sub/x", b"x");
+    write_file(root.path(), "sub/x", b"x");
     let srv = Server::start(root.path(), &[]);
     let mut w = Wire::connect(srv.addr, PATIENCE);
     w.handshake();

@@ -340,6 +340,15 @@ pub fn finish(mut child: Child, stdin: Option<&[u8]>, cmd: String) -> Run {
     }
 }
 
+/// Writes `data` to `rel` under `root`, creating parent directories.
+pub fn write_file(root: &Path, rel: &str, data: &[u8]) {
+    let p = root.join(rel);
+    if let Some(d) = p.parent() {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::write(p, data).unwrap();
+}
+
 /// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
 pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
