@@ -3,7 +3,7 @@
 //! verified, plus a small "send a message, get an acknowledgement" mode. It
 //! grew from a Python socket tutorial (four small programs: two message
 //! servers, a prompt client and a file downloader) and still speaks
-//! that tutorial's raw protocol.
+//! that tutorial's protocol.
 //!
 //! # Map
 //!
@@ -12,9 +12,10 @@
 //! | [`protocol`] | the wire format as a pure codec: frames, error codes, path rules. No IO. `docs/PROTOCOL.md` is its spec. |
 //! | [`connection`] | framed IO over any `AsyncRead + AsyncWrite`: read a frame, queue/flush frames, step out of framing for raw file bodies. |
 //! | `zerocopy` | file bodies via `sendfile(2)`, header and body in one segment. |
-//! | [`server`] | accept loop, connection limits and eviction (idle and stalled connections), graceful shutdown; `server::root::SafeRoot` (opens beneath the root, never outside, hidden files left out), `HashCache` (BLAKE3 per file version, rationed), the native request handler. |
-//! | [`client`] | addresses (`HOST[:PORT][/PATH]`, `ferry://`), the native session, downloads through `PartFile` with resume and verification: one stream, split over connections (`-j`, resumable), whole trees; where they are saved (`-o`). |
-//! | [`raw`] | the tutorial's protocol: serving its clients and netcat, and talking to its servers. |
+//! | [`storage`] | where served bytes come from: `SafeRoot` (opens beneath the root, never outside, hidden files left out) and `HashCache` (BLAKE3 per file version, rationed). |
+//! | [`service`] | the protocol-neutral file service (open, stat, list, hash) every front-end calls. |
+//! | [`server`] | accept loop, connection limits and eviction (idle and stalled connections), graceful shutdown; `sniff` (first bytes → protocol); front-ends for native ferry and the tutorial's protocol, which only translate their wire to the service. |
+//! | [`client`] | addresses (`HOST[:PORT][/PATH]`, `ferry://`), the native session, downloads through `PartFile` with resume and verification: one stream, split over connections (`-j`, resumable), whole trees; where they are saved (`-o`); the tutorial's servers (`client::tutorial`). |
 //! | [`display`] | making untrusted names and messages safe to print (the one escaping function), sizes for people. |
 //! | [`cli`] | the command line: clap arguments, turned into library calls, results into lines and exit codes. |
 //!
@@ -28,6 +29,7 @@ pub mod connection;
 pub mod display;
 mod hashing;
 pub mod protocol;
-pub mod raw;
 pub mod server;
+pub mod service;
+pub mod storage;
 mod zerocopy;

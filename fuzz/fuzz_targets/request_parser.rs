@@ -23,7 +23,7 @@
 //!   `MAX_PATH_LEN` bytes, has no leading `/`, no empty, `.` or `..`
 //!   component, no `\`, NUL or other control character, only `Normal`
 //!   components as `std::path::Path` sees them, and every component passes
-//!   `validate_name`; the server's wrapper (`server::root::validate_path`)
+//!   `validate_name`; the server's wrapper (`storage::validate_path`)
 //!   gives the same verdict.
 
 #![no_main]
@@ -367,7 +367,7 @@ fn put_frame(out: &mut Vec<u8>, ty: u8, payload: &[u8]) {
 /// The invariants of a path the protocol accepts.
 fn check_path(raw: &[u8]) {
     let verdict = validate_path(raw);
-    let server_verdict = ferry::server::root::validate_path(raw);
+    let server_verdict = ferry::storage::validate_path(raw);
     assert_eq!(
         verdict.is_ok(),
         server_verdict.is_ok(),

@@ -17,7 +17,6 @@ use crate::client::{
 };
 use crate::display::{bytes, human_bytes};
 use crate::protocol::ErrorCode;
-use crate::raw;
 use crate::server::DEFAULT_PORT;
 
 /// How long a download may take to wind down after Ctrl-C (saving its
@@ -145,8 +144,8 @@ impl Plan<'_> {
         rel: &Path,
         path: &str,
     ) -> Done {
-        let res = if self.a.raw {
-            raw::client::get(&self.addr, path, out, rel, &self.opts)
+        let res = if self.a.tutorial {
+            crate::client::tutorial::get(&self.addr, path, out, rel, &self.opts)
                 .await
                 .map(Outcome::Saved)
         } else if self.a.jobs > 1 || has_split_part(out, rel) {
@@ -195,7 +194,7 @@ impl Plan<'_> {
             }
             Outcome::Saved(d) => d,
         };
-        let verified = if self.a.raw || self.a.no_verify {
+        let verified = if self.a.tutorial || self.a.no_verify {
             ""
         } else {
             ", verified"
@@ -211,8 +210,10 @@ impl Plan<'_> {
 
     /// `-o -`: each file in turn to stdout, verified.
     async fn to_stdout(&self, paths: &[String]) -> Result<ExitCode> {
-        if self.a.recursive || self.a.raw {
-            bail!("-o - writes one verified file stream; it cannot be combined with -r or --raw");
+        if self.a.recursive || self.a.tutorial {
+            bail!(
+                "-o - writes one verified file stream; it cannot be combined with -r or --tutorial"
+            );
         }
         let mut client = Client::connect(&self.addr).await?;
         let stdout = io::stdout();
@@ -261,8 +262,10 @@ impl Plan<'_> {
 
     /// `get -r`: each remote directory as a tree.
     async fn trees(&self, dest: &Destination, paths: &[String]) -> Result<ExitCode> {
-        if self.a.raw {
-            bail!("the raw protocol has no directories; -r cannot be combined with --raw");
+        if self.a.tutorial {
+            bail!(
+                "the tutorial's protocol has no directories; -r cannot be combined with --tutorial"
+            );
         }
         let Destination::Dir(d) = dest else {
             unreachable!("-r always saves into a directory")

@@ -47,7 +47,7 @@ enum Command {
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
     /// Directory to serve [default: the current directory; none with
-    /// `--raw message`, which then shares no files].
+    /// `--tutorial message`, which then shares no files].
     dir: Option<PathBuf>,
     /// TCP port; 0 picks a free one (the startup line shows it).
     #[arg(short, long, default_value_t = server::DEFAULT_PORT)]
@@ -70,10 +70,10 @@ struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = server::DEFAULT_MAX_CONNECTIONS as u32,
           value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
-    /// What to do with clients that do not speak ferry's protocol (the
-    /// tutorial's programs, netcat).
-    #[arg(long, value_enum, default_value_t = RawArg::File)]
-    raw: RawArg,
+    /// What to do with clients of the tutorial's protocol (its programs,
+    /// netcat): serve the file they name, or answer their messages.
+    #[arg(long, value_enum, default_value_t = TutorialArg::File, alias = "raw")]
+    tutorial: TutorialArg,
     /// Acknowledgement sent for each message.
     #[arg(long, value_name = "TEXT", default_value = server::DEFAULT_ACK)]
     ack: String,
@@ -87,12 +87,12 @@ struct ServeArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum RawArg {
+enum TutorialArg {
     /// Serve the file whose name the client sends (the tutorial's downloader).
     File,
     /// Print each message and acknowledge it (the tutorial's message servers).
     Message,
-    /// Refuse raw clients.
+    /// Refuse them.
     Off,
 }
 
@@ -126,8 +126,8 @@ struct GetArgs {
     #[arg(short, long)]
     force: bool,
     /// Talk to a tutorial-style server: send the bare name, save until close.
-    #[arg(long)]
-    raw: bool,
+    #[arg(long, alias = "raw")]
+    tutorial: bool,
     /// No progress bar and no summary lines.
     #[arg(short, long)]
     quiet: bool,
@@ -154,9 +154,9 @@ struct SayArgs {
     /// end of input.
     message: Option<String>,
     /// Talk to a tutorial-style server: send the text as is.
-    #[arg(long)]
-    raw: bool,
-    /// With --raw: seconds to wait for an answer (none is not an error).
+    #[arg(long, alias = "raw")]
+    tutorial: bool,
+    /// With --tutorial: seconds to wait for an answer (none is not an error).
     #[arg(long, value_name = "SECS", default_value_t = 1.0)]
     wait: f64,
 }

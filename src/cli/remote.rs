@@ -10,7 +10,6 @@ use super::{prompt_line, stdin_lines, LsArgs, SayArgs};
 use crate::client::{Client, Target};
 use crate::display::escape_bytes;
 use crate::protocol::{EntryKind, ErrorCode, ListEntry};
-use crate::raw;
 use crate::server::DEFAULT_PORT;
 
 pub(super) async fn ls(a: LsArgs) -> Result<ExitCode> {
@@ -82,10 +81,10 @@ pub(super) async fn say(a: SayArgs) -> Result<ExitCode> {
     let wait = Duration::try_from_secs_f64(a.wait).context("--wait must be a number of seconds")?;
     enum Session {
         Native(Box<Client>),
-        Raw(raw::client::RawSay),
+        Tutorial(crate::client::tutorial::TutorialSay),
     }
-    let mut session = if a.raw {
-        Session::Raw(raw::client::RawSay::connect(&addr, wait).await?)
+    let mut session = if a.tutorial {
+        Session::Tutorial(crate::client::tutorial::TutorialSay::connect(&addr, wait).await?)
     } else {
         Session::Native(Box::new(Client::connect(&addr).await?))
     };
@@ -106,7 +105,7 @@ pub(super) async fn say(a: SayArgs) -> Result<ExitCode> {
         };
         let answer = match &mut session {
             Session::Native(c) => c.message(&msg).await?,
-            Session::Raw(r) => r.say(&msg).await?,
+            Session::Tutorial(r) => r.say(&msg).await?,
         };
         if !answer.is_empty() {
             let mut out = io::stdout().lock();

@@ -9,16 +9,17 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use tokio_util::sync::CancellationToken;
 
-use super::{RawArg, ServeArgs};
-use crate::server::{self, Config, RawMode, RootOptions};
+use super::{ServeArgs, TutorialArg};
+use crate::server::{self, Config, TutorialMode};
+use crate::storage::RootOptions;
 
 pub(super) async fn serve(a: ServeArgs) -> Result<ExitCode> {
     raise_fd_limit();
     // A message server (the tutorial's) shares no files unless a directory
     // is named: starting one must never expose the current directory.
-    let dir = match (&a.dir, a.raw) {
+    let dir = match (&a.dir, a.tutorial) {
         (Some(d), _) => Some(d.clone()),
-        (None, RawArg::Message) => None,
+        (None, TutorialArg::Message) => None,
         (None, _) => Some(".".into()),
     };
     if let Some(d) = &dir {
@@ -51,10 +52,10 @@ pub(super) async fn serve(a: ServeArgs) -> Result<ExitCode> {
     config.idle_timeout = Duration::from_secs(a.idle_timeout.max(1));
     config.grace = Duration::from_secs(a.grace);
     config.ack = a.ack;
-    config.raw = match a.raw {
-        RawArg::File => RawMode::File,
-        RawArg::Message => RawMode::Message,
-        RawArg::Off => RawMode::Off,
+    config.tutorial = match a.tutorial {
+        TutorialArg::File => TutorialMode::File,
+        TutorialArg::Message => TutorialMode::Message,
+        TutorialArg::Off => TutorialMode::Off,
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
@@ -109,12 +110,15 @@ fn startup_line(dir: Option<&Path>, a: &ServeArgs, addr: SocketAddr, any: bool) 
             } else {
                 "hidden files excluded"
             };
-            let raw = match a.raw {
-                RawArg::File => "",
-                RawArg::Message => "; tutorial clients get the message server",
-                RawArg::Off => "; tutorial clients refused",
+            let tutorial = match a.tutorial {
+                TutorialArg::File => "",
+                TutorialArg::Message => "; tutorial clients get the message server",
+                TutorialArg::Off => "; tutorial clients refused",
             };
-            format!("serving {} (read-only, {hidden}{raw})", shown.display())
+            format!(
+                "serving {} (read-only, {hidden}{tutorial})",
+                shown.display()
+            )
         }
         None => "message server (no files shared)".to_string(),
     };

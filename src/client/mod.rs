@@ -16,6 +16,7 @@ pub mod ranges;
 mod session;
 mod space;
 pub mod tree;
+pub mod tutorial;
 mod verify;
 
 use std::io;

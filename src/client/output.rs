@@ -165,7 +165,7 @@ impl OutputDir {
         }
         let same_time = m
             .modified()
-            .map(|t| crate::server::root::system_time_ns(t.into_std()) == mtime_ns)
+            .map(|t| crate::storage::system_time_ns(t.into_std()) == mtime_ns)
             .unwrap_or(false);
         if m.is_file() && m.len() == size && same_time {
             Ok(Existing::UpToDate)

@@ -1,6 +1,7 @@
 //! The server: accept loop, connection limits, graceful shutdown, and the
-//! dispatch of each connection to the native ([`native`]) or raw
-//! ([`crate::raw`]) protocol.
+//! dispatch of each connection, by its first bytes ([`sniff`]), to a
+//! front-end ([`frontend`]): native ferry, HTTP, or the tutorial's protocol.
+//! Every front-end answers through the one [`FileService`].
 //!
 //! [`run`] takes an already-bound listener (tests bind port 0) and a
 //! [`CancellationToken`] (the binary cancels it on Ctrl-C / SIGTERM). Each
@@ -13,12 +14,10 @@
 //! only if every connection is busy transferring does the newcomer get
 //! `server busy`. So idle connections can never lock a real client out.
 
-mod hash_cache;
-mod native;
+mod frontend;
 pub(crate) mod registry;
-pub mod root;
+mod sniff;
 
-use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -32,16 +31,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-pub use hash_cache::HashCache;
+use frontend::{close_gracefully, ConnCtx};
 use registry::{ConnHandle, Registry};
-pub use root::{RootOptions, SafeRoot};
 
-use crate::connection::WriteLimit;
 use crate::protocol::{ErrorCode, Frame, MAGIC};
+use crate::service::FileService;
+use crate::storage::{HashCache, RootOptions, SafeRoot};
 
-/// How the server treats a connection that is not a native ferry client.
+/// What the server does with clients of the tutorial's protocol (its
+/// programs, netcat).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RawMode {
+pub enum TutorialMode {
     /// Serve the file named by the client's first bytes (the tutorial's
     /// downloader).
     #[default]
@@ -49,7 +49,7 @@ pub enum RawMode {
     /// Print what the client sends and acknowledge each chunk (the
     /// tutorial's message servers).
     Message,
-    /// Close raw connections.
+    /// Close such connections.
     Off,
 }
 
@@ -68,8 +68,8 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// How long transfers in flight may continue after shutdown begins.
     pub grace: Duration,
-    /// What to do with non-ferry clients.
-    pub raw: RawMode,
+    /// What to do with clients of the tutorial's protocol.
+    pub tutorial: TutorialMode,
     /// The acknowledgement sent for each message.
     pub ack: String,
     /// Whether received messages are printed to stdout.
@@ -85,7 +85,7 @@ impl Config {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_timeout: Duration::from_secs(30),
             grace: Duration::from_secs(10),
-            raw: RawMode::File,
+            tutorial: TutorialMode::File,
             ack: DEFAULT_ACK.to_string(),
             print_messages: true,
         }
@@ -95,7 +95,7 @@ impl Config {
     pub fn messages_only() -> Self {
         Config {
             root: None,
-            raw: RawMode::Message,
+            tutorial: TutorialMode::Message,
             ..Config::new(PathBuf::new())
         }
     }
@@ -115,18 +115,15 @@ pub const DEFAULT_PORT: u16 = 8000;
 /// answer; past this they are closed straight away.
 const MAX_PENDING_REJECTS: usize = 256;
 
-/// Longest [`close_gracefully`] waits for the peer to close its side.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
-
 /// Longest a newcomer waits for the slot of the connection evicted for it.
 ///
-/// It must exceed [`DRAIN_TIMEOUT`]: an evicted native connection is sent
+/// It must exceed [`frontend::DRAIN_TIMEOUT`]: an evicted native connection is sent
 /// `Error{Timeout}` and closed gracefully, keeping its slot until the peer
 /// closes or the drain times out, and an idle client (an interactive
 /// `ferry say` at its prompt) is typically not reading, so it rides out the
 /// whole drain. With both at 2 s the newcomer's wait expired first and it
 /// was told "server busy" although room had been made for it.
-const EVICTION_WAIT: Duration = Duration::from_secs(DRAIN_TIMEOUT.as_secs() + 3);
+const EVICTION_WAIT: Duration = Duration::from_secs(frontend::DRAIN_TIMEOUT.as_secs() + 3);
 
 /// Errors that stop the server as a whole.
 #[derive(Debug, thiserror::Error)]
@@ -190,43 +187,9 @@ fn bind_one(addr: SocketAddr, dual_stack: bool) -> Result<TcpListener, ServerErr
 
 /// State shared by every connection task.
 pub(crate) struct Shared {
-    pub(crate) root: Option<SafeRoot>,
-    pub(crate) hashes: HashCache,
+    pub(crate) service: FileService,
     pub(crate) config: Config,
     pub(crate) shutdown: CancellationToken,
-}
-
-/// What a protocol handler gets for one connection: who the peer is, the
-/// shared state, and the two things every wait and write on it obeys (the
-/// idle timeout with eviction, and the write limit).
-pub(crate) struct ConnCtx<'a> {
-    /// The peer's address (IPv4 shown as IPv4).
-    pub(crate) peer: SocketAddr,
-    pub(crate) shared: &'a Shared,
-    handle: &'a ConnHandle,
-}
-
-impl ConnCtx<'_> {
-    /// Runs `fut` (a read of the peer's next request) as an idle wait:
-    /// bounded by the idle timeout, cut short by eviction and shutdown.
-    ///
-    /// # Errors
-    ///
-    /// The [`Stop`] reason if `fut` did not finish.
-    pub(crate) async fn wait<F: Future>(&self, fut: F) -> Result<F::Output, Stop> {
-        self.handle
-            .wait(self.shared.config.idle_timeout, &self.shared.shutdown, fut)
-            .await
-    }
-
-    /// The limit for every write: a peer that takes no byte for the idle
-    /// timeout is dropped, and one that has taken none for half of it can
-    /// be evicted to make room (see [`Registry::evict_one`]).
-    pub(crate) fn write_limit(&self) -> WriteLimit {
-        WriteLimit::new(self.shared.config.idle_timeout)
-            .cancelled_by(self.handle.evict_token())
-            .watched_by(self.handle.stall_watch())
-    }
 }
 
 /// Serves connections from `listener` until `shutdown` is cancelled, then
@@ -258,8 +221,7 @@ pub async fn run(
     // as useless as an idle connection, and may be evicted like one.
     let stalled_for = config.idle_timeout / 2;
     let shared = Arc::new(Shared {
-        root,
-        hashes: HashCache::new(65_536),
+        service: FileService::new(root, HashCache::new(65_536)),
         config,
         shutdown: shutdown.clone(),
     });
@@ -346,8 +308,8 @@ pub async fn run(
     Ok(())
 }
 
-/// Serves one accepted connection: sniffs its first byte and hands it to the
-/// native or the raw protocol.
+/// Serves one accepted connection: sniffs its first bytes and hands it to
+/// the front-end of its protocol.
 async fn serve_connection(
     mut stream: TcpStream,
     peer: SocketAddr,
@@ -355,34 +317,34 @@ async fn serve_connection(
     handle: &ConnHandle,
 ) {
     let span = info_span!("conn", %peer);
-    let ctx = ConnCtx {
-        peer,
-        shared,
-        handle,
-    };
+    let ctx = ConnCtx::new(peer, shared, handle);
     async move {
         debug!("connected");
         let started = std::time::Instant::now();
-        let mut first = [0u8; 1];
-        let n = match ctx.wait(stream.read(&mut first)).await {
-            Ok(Ok(n)) => n,
-            Ok(Err(e)) => {
-                debug!("read failed: {e}");
+        let (protocol, head) = match sniff::sniff(&mut stream, &ctx).await {
+            Ok(Some(x)) => x,
+            Ok(None) => {
+                debug!("disconnected without sending anything");
                 return;
             }
-            Err(stop) => {
-                debug!("closed before sending anything: {stop}");
+            Err(why) => {
+                debug!("closed before its protocol was known: {why}");
                 return;
             }
         };
-        if n == 0 {
-            debug!("disconnected without sending anything");
-            return;
-        }
-        let summary = if first[0] == MAGIC[0] {
-            native::serve(stream, &first, &ctx).await.to_string()
-        } else {
-            crate::raw::server::serve(stream, first[0], &ctx).await
+        debug!(?protocol, "protocol");
+        let summary = match protocol {
+            sniff::Protocol::Native => frontend::native::serve(stream, &head, &ctx)
+                .await
+                .to_string(),
+            sniff::Protocol::Tls => {
+                // Reserved for TLS (a later version): nothing else starts so.
+                close_gracefully(stream).await;
+                "TLS is not supported".to_string()
+            }
+            sniff::Protocol::Http | sniff::Protocol::Tutorial => {
+                frontend::tutorial::serve(stream, &head, &ctx).await
+            }
         };
         debug!(
             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -442,34 +404,4 @@ async fn reject_busy(mut stream: TcpStream) {
         let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&out)).await;
     }
     close_gracefully(stream).await;
-}
-
-/// Half-closes, then discards what the peer still sends (bounded in bytes
-/// and time) before closing. Closing a socket that has unread input makes
-/// the kernel send a reset, which can destroy the error frame we just sent
-/// before the peer reads it.
-pub(crate) async fn close_gracefully(mut stream: TcpStream) {
-    let _ = stream.shutdown().await;
-    let drain = async {
-        let mut buf = [0u8; 4096];
-        let mut total = 0usize;
-        while let Ok(n) = stream.read(&mut buf).await {
-            total += n;
-            if n == 0 || total > 256 * 1024 {
-                break;
-            }
-        }
-    };
-    let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
-}
-
-/// Prints a received message to stdout as one line, control characters
-/// escaped, and flushes it so a script reading the output sees it at once.
-pub(crate) fn print_message(peer: SocketAddr, text: &[u8]) {
-    use std::io::Write;
-    let text = String::from_utf8_lossy(text);
-    let line = crate::display::escape_controls(text.trim_end_matches(['\r', '\n']));
-    let mut out = io::stdout().lock();
-    let _ = writeln!(out, "message from {peer}: {line}");
-    let _ = out.flush();
 }

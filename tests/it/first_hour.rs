@@ -93,7 +93,7 @@ fn issue15_hidden_files_are_neither_listed_nor_served_unless_asked() {
 fn issue15_a_message_server_shares_no_files_and_says_so() {
     let cwd = tempfile::tempdir().unwrap();
     write_file(cwd.path(), "secret.txt", b"not for you");
-    let srv = Server::start_in(cwd.path(), &["--raw", "message"], Some("info"));
+    let srv = Server::start_in(cwd.path(), &["--tutorial", "message"], Some("info"));
     assert!(
         srv.startup
             .contains("message server (no files shared) on 127.0.0.1:")

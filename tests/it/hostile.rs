@@ -297,7 +297,7 @@ fn raw_get_bytes(addr: SocketAddr, name: &[u8]) -> Vec<u8> {
 }
 
 #[test]
-fn traversal_battery_over_native_and_raw_never_leaks_the_secret() {
+fn traversal_battery_over_native_and_tutorial_never_leaks_the_secret() {
     let fx = traversal_fixture();
     // --hidden: the most that is ever shared. Nothing outside the root may
     // leak even then (hidden names are covered by their own test).

@@ -10,5 +10,5 @@ mod first_hour;
 mod hardening;
 mod hostile;
 mod native;
-mod raw;
 mod tree;
+mod tutorial;

@@ -283,7 +283,7 @@ fn tutorial_downloader_gets_identical_bytes_from_ferry() {
     let got = tutorial_download(&srv, chinese, out.path(), chinese);
     assert_eq!(String::from_utf8(got).unwrap(), text);
     assert_eq!(
-        wait_log_count(&srv, "raw GET", 2),
+        wait_log_count(&srv, "tutorial GET", 2),
         2,
         "log:\n{}",
         srv.stderr()
@@ -301,14 +301,14 @@ fn tutorial_downloader_saves_empty_file_for_missing_and_log_names_it() {
     let got = tutorial_download(&srv, missing, out.path(), missing);
     assert!(got.is_empty(), "got {} bytes for a missing file", got.len());
     assert!(
-        srv.wait_stderr(LOG_WAIT, "raw download failed"),
+        srv.wait_stderr(LOG_WAIT, "tutorial download failed"),
         "log:\n{}",
         srv.stderr()
     );
     let log = srv.stderr();
     let line = log
         .lines()
-        .find(|l| l.contains("raw download failed"))
+        .find(|l| l.contains("tutorial download failed"))
         .unwrap();
     assert!(
         line.contains(missing),
@@ -324,7 +324,7 @@ fn tutorial_downloader_saves_empty_file_for_missing_and_log_names_it() {
 }
 
 #[test]
-fn raw_traversal_sends_nothing_and_server_keeps_serving() {
+fn tutorial_traversal_sends_nothing_and_server_keeps_serving() {
     let top = tempfile::tempdir().unwrap();
     let root = top.path().join("root");
     std::fs::create_dir(&root).unwrap();
@@ -362,7 +362,7 @@ fn raw_traversal_sends_nothing_and_server_keeps_serving() {
         );
     }
     assert_eq!(
-        wait_log_count(&srv, "raw download failed", attacks.len()),
+        wait_log_count(&srv, "tutorial download failed", attacks.len()),
         attacks.len(),
         "each attempt should be logged:\n{}",
         srv.stderr()
@@ -378,7 +378,7 @@ fn raw_traversal_sends_nothing_and_server_keeps_serving() {
 #[test]
 fn tutorial_message_client_prints_on_ferry_stdout() {
     let root = tempfile::tempdir().unwrap();
-    let srv = Server::start(root.path(), &["--raw", "message"]);
+    let srv = Server::start(root.path(), &["--tutorial", "message"]);
     let port = srv.addr.port().to_string();
     for msg in ["hello ferry", "你好，服务器！"] {
         run_bounded(
@@ -398,10 +398,10 @@ fn tutorial_message_client_prints_on_ferry_stdout() {
 }
 
 #[test]
-fn ferry_raw_message_acks_each_chunk_and_honours_ack_flag() {
+fn ferry_message_server_acks_each_chunk_and_honours_ack_flag() {
     let root = tempfile::tempdir().unwrap();
     // Default ack, over a bare socket: one ack per chunk.
-    let srv = Server::start(root.path(), &["--raw", "message"]);
+    let srv = Server::start(root.path(), &["--tutorial", "message"]);
     let mut s = raw_socket(&srv);
     s.write_all("第一条".as_bytes()).unwrap();
     assert_eq!(read_n(&mut s, ACK.len()), ACK.as_bytes());
@@ -412,10 +412,13 @@ fn ferry_raw_message_acks_each_chunk_and_honours_ack_flag() {
     drop(s);
 
     // A custom ack, seen by ferry's own raw client.
-    let srv = Server::start(root.path(), &["--raw", "message", "--ack", "got it 收到"]);
+    let srv = Server::start(
+        root.path(),
+        &["--tutorial", "message", "--ack", "got it 收到"],
+    );
     let say = ferry(
         root.path(),
-        &["say", "--raw", &srv.host(), "ping", "--wait", "10"],
+        &["say", "--tutorial", &srv.host(), "ping", "--wait", "10"],
     )
     .ok();
     assert_eq!(say.stdout.trim_end(), "got it 收到", "{say}");
@@ -423,15 +426,15 @@ fn ferry_raw_message_acks_each_chunk_and_honours_ack_flag() {
 }
 
 #[test]
-fn silent_raw_client_is_closed_by_idle_timeout() {
+fn silent_tutorial_client_is_closed_by_idle_timeout() {
     let root = tempfile::tempdir().unwrap();
     std::fs::write(root.path().join("ok.txt"), "fine").unwrap();
     for mode in ["file", "message"] {
-        let srv = Server::start(root.path(), &["--idle-timeout", "1", "--raw", mode]);
+        let srv = Server::start(root.path(), &["--idle-timeout", "1", "--tutorial", mode]);
         let mut s = raw_socket(&srv);
         // Sends nothing: the server must close it (the socket's 20 s read
         // timeout bounds the wait and fails the test if it does not).
-        assert!(read_until_closed(&mut s).is_empty(), "--raw {mode}");
+        assert!(read_until_closed(&mut s).is_empty(), "--tutorial {mode}");
         if mode == "file" {
             let out = tempfile::tempdir().unwrap();
             assert_eq!(
@@ -443,9 +446,9 @@ fn silent_raw_client_is_closed_by_idle_timeout() {
 }
 
 #[test]
-fn invalid_utf8_raw_message_prints_replacement_chars() {
+fn invalid_utf8_tutorial_message_prints_replacement_chars() {
     let root = tempfile::tempdir().unwrap();
-    let srv = Server::start(root.path(), &["--raw", "message"]);
+    let srv = Server::start(root.path(), &["--tutorial", "message"]);
     let mut s = raw_socket(&srv);
     s.write_all(b"caf\xc3(\xff\xfe ok").unwrap();
     assert_eq!(read_n(&mut s, ACK.len()), ACK.as_bytes());
@@ -475,19 +478,19 @@ fn invalid_utf8_raw_message_prints_replacement_chars() {
 }
 
 #[test]
-fn raw_off_closes_raw_clients() {
+fn tutorial_off_closes_tutorial_clients() {
     let root = tempfile::tempdir().unwrap();
     std::fs::write(root.path().join("ok.txt"), "fine").unwrap();
-    let srv = Server::start(root.path(), &["--raw", "off"]);
+    let srv = Server::start(root.path(), &["--tutorial", "off"]);
     let out = tempfile::tempdir().unwrap();
 
     let got = tutorial_download(&srv, "ok.txt", out.path(), "ok.txt");
-    assert!(got.is_empty(), "--raw off served {} bytes", got.len());
+    assert!(got.is_empty(), "--tutorial off served {} bytes", got.len());
     let mut s = raw_socket(&srv);
     s.write_all(b"hello").unwrap();
     assert!(read_until_closed(&mut s).is_empty());
     assert_eq!(
-        wait_log_count(&srv, "raw client refused (--raw off)", 2),
+        wait_log_count(&srv, "tutorial client refused (--tutorial off)", 2),
         2,
         "log:\n{}",
         srv.stderr()
@@ -504,7 +507,7 @@ fn raw_off_closes_raw_clients() {
 // ------------------------------------ ferry's raw clients vs the tutorial's
 
 #[test]
-fn ferry_get_raw_from_tutorial_server() {
+fn ferry_get_tutorial_from_tutorial_server() {
     let root = tempfile::tempdir().unwrap();
     let data = random_bytes(1024 * 1024 + 5, 11);
     std::fs::write(root.path().join("data.bin"), &data).unwrap();
@@ -516,7 +519,7 @@ fn ferry_get_raw_from_tutorial_server() {
 
     ferry(
         out.path(),
-        &["get", "--raw", &py.host(), "data.bin", "-o", "dl/"],
+        &["get", "--tutorial", &py.host(), "data.bin", "-o", "dl/"],
     )
     .ok();
     let got = std::fs::read(out.path().join("dl/data.bin")).unwrap();
@@ -529,7 +532,7 @@ fn ferry_get_raw_from_tutorial_server() {
 
     ferry(
         out.path(),
-        &["get", "--raw", &py.host(), chinese, "-o", "dl/"],
+        &["get", "--tutorial", &py.host(), chinese, "-o", "dl/"],
     )
     .ok();
     assert_eq!(
@@ -547,12 +550,16 @@ fn ferry_get_raw_from_tutorial_server() {
 }
 
 #[test]
-fn ferry_get_raw_missing_file_fails_and_leaves_nothing() {
+fn ferry_get_tutorial_missing_file_fails_and_leaves_nothing() {
     let root = tempfile::tempdir().unwrap();
     let py = TutorialServer::start("download_server.py", &[root.path().to_str().unwrap()]);
     let out = tempfile::tempdir().unwrap();
     for name in ["missing.bin", "不存在.txt"] {
-        let run = ferry(out.path(), &["get", "--raw", &py.host(), name, "-o", "dl/"]).fails();
+        let run = ferry(
+            out.path(),
+            &["get", "--tutorial", &py.host(), name, "-o", "dl/"],
+        )
+        .fails();
         assert!(
             run.stderr.contains(name),
             "the error should name the file:\n{run}"
@@ -567,12 +574,19 @@ fn ferry_get_raw_missing_file_fails_and_leaves_nothing() {
 }
 
 #[test]
-fn ferry_say_raw_to_acking_tutorial_server_prints_ack() {
+fn ferry_say_tutorial_to_acking_tutorial_server_prints_ack() {
     let py = TutorialServer::start("message_server.py", &["--ack"]);
     let dir = tempfile::tempdir().unwrap();
     let say = ferry(
         dir.path(),
-        &["say", "--raw", &py.host(), "你好，教程", "--wait", "10"],
+        &[
+            "say",
+            "--tutorial",
+            &py.host(),
+            "你好，教程",
+            "--wait",
+            "10",
+        ],
     )
     .ok();
     assert_eq!(say.stdout.trim_end(), ACK, "{say}");
@@ -581,7 +595,7 @@ fn ferry_say_raw_to_acking_tutorial_server_prints_ack() {
     // No MESSAGE: each stdin line is one message, each acknowledged.
     let say = ferry_with_stdin(
         dir.path(),
-        &["say", "--raw", &py.host(), "--wait", "10"],
+        &["say", "--tutorial", &py.host(), "--wait", "10"],
         Some("line one\n第二行\n".as_bytes()),
     )
     .ok();
@@ -592,12 +606,19 @@ fn ferry_say_raw_to_acking_tutorial_server_prints_ack() {
 }
 
 #[test]
-fn ferry_say_raw_to_silent_tutorial_server_prints_nothing_and_succeeds() {
+fn ferry_say_tutorial_to_silent_tutorial_server_prints_nothing_and_succeeds() {
     let py = TutorialServer::start("message_server.py", &[]);
     let dir = tempfile::tempdir().unwrap();
     let say = ferry(
         dir.path(),
-        &["say", "--raw", &py.host(), "anyone there?", "--wait", "0.5"],
+        &[
+            "say",
+            "--tutorial",
+            &py.host(),
+            "anyone there?",
+            "--wait",
+            "0.5",
+        ],
     )
     .ok();
     assert_eq!(say.stdout, "", "{say}");
@@ -605,7 +626,7 @@ fn ferry_say_raw_to_silent_tutorial_server_prints_nothing_and_succeeds() {
 
     let say = ferry_with_stdin(
         dir.path(),
-        &["say", "--raw", &py.host(), "--wait", "0.2"],
+        &["say", "--tutorial", &py.host(), "--wait", "0.2"],
         Some(b"a\nb\n"),
     )
     .ok();
@@ -695,7 +716,7 @@ fn netcat_downloads_from_ferry() {
 }
 
 #[test]
-fn ferry_say_raw_lines_to_one_shot_tutorial_server_reports_the_close() {
+fn ferry_say_tutorial_lines_to_one_shot_tutorial_server_reports_the_close() {
     // The tutorial's first server answers one recv and closes. The first
     // line is acknowledged; the others cannot be delivered, and ferry must
     // say so rather than exit 0 as if they had been (it used to: the
@@ -704,7 +725,7 @@ fn ferry_say_raw_lines_to_one_shot_tutorial_server_reports_the_close() {
     let dir = tempfile::tempdir().unwrap();
     let say = ferry_with_stdin(
         dir.path(),
-        &["say", "--raw", &py.host(), "--wait", "10"],
+        &["say", "--tutorial", &py.host(), "--wait", "10"],
         Some("first\nsecond\nthird\n".as_bytes()),
     )
     .fails();

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OnceCell, Semaphore};
 
-use super::root::FileInfo;
+use super::local::FileInfo;
 use crate::protocol::HASH_LEN;
 
 /// Identifies one version of one file.
@@ -158,7 +158,7 @@ impl HashCache {
 const RACY_WINDOW_NS: i64 = 2_000_000_000;
 
 fn recently_changed(info: &FileInfo, window_ns: i64) -> bool {
-    let now = super::root::system_time_ns(std::time::SystemTime::now());
+    let now = super::local::system_time_ns(std::time::SystemTime::now());
     now.saturating_sub(info.mtime_ns.max(info.ctime_ns)) < window_ns
 }
 

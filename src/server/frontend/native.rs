@@ -12,13 +12,13 @@ use std::time::Instant;
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
-use super::root::{FileInfo, PathError, SafeRoot};
-use super::{close_gracefully, print_message, ConnCtx};
+use super::{close_gracefully, ConnCtx};
 use crate::connection::{Connection, ConnectionError, WriteLimit};
 use crate::display::escape_controls;
 use crate::protocol::{
     caps, ErrorCode, FileHeader, Frame, GetRequest, StatReply, HASH_LEN, MAGIC, VERSION,
 };
+use crate::storage::{FileInfo, PathError};
 
 /// Queued answer bytes past which the server flushes even while more
 /// requests are waiting in its read buffer. Together with "flush whenever
@@ -170,7 +170,6 @@ async fn run(conn: &mut Connection<TcpStream>, ctx: &ConnCtx<'_>, summary: &mut 
     }
     debug!(version, "hello");
 
-    let shared = ctx.shared;
     loop {
         let frame = match next_frame(conn, ctx).await {
             Ok(Some(f)) => f,
@@ -186,12 +185,10 @@ async fn run(conn: &mut Connection<TcpStream>, ctx: &ConnCtx<'_>, summary: &mut 
             }
             Frame::List { path } => handle_list(conn, ctx, &path).await,
             Frame::Message { text } => {
-                if shared.config.print_messages {
-                    print_message(ctx.peer, &text);
-                }
+                ctx.print_message(&text);
                 info!(bytes = text.len(), "MSG");
                 conn.queue(&Frame::Ack {
-                    text: shared.config.ack.as_bytes().to_vec(),
+                    text: ctx.config().ack.as_bytes().to_vec(),
                 });
                 Ok(())
             }
@@ -230,19 +227,6 @@ fn path_error_frame(e: &PathError, path: &[u8]) -> Frame {
     Frame::error(code, msg)
 }
 
-/// The served root, or the error frame of a server that shares no files
-/// (`ferry serve --raw message` without a directory).
-fn root_or_refuse<'a>(conn: &mut Connection<TcpStream>, ctx: &ConnCtx<'a>) -> Option<&'a SafeRoot> {
-    let root = ctx.shared.root.as_ref();
-    if root.is_none() {
-        conn.queue(&Frame::error(
-            ErrorCode::NotFound,
-            "this server shares no files (it only answers messages)",
-        ));
-    }
-    root
-}
-
 async fn handle_get(
     conn: &mut Connection<TcpStream>,
     ctx: &ConnCtx<'_>,
@@ -250,10 +234,8 @@ async fn handle_get(
     summary: &mut Summary,
 ) -> Result<(), End> {
     let started = Instant::now();
-    let Some(root) = root_or_refuse(conn, ctx) else {
-        return Ok(());
-    };
-    let (file, info) = match root.open_file(&g.path) {
+    let service = ctx.service();
+    let opened = match service.open(&g.path) {
         Ok(x) => x,
         Err(e) => {
             info!(path = %shown(&g.path), "GET refused: {e}");
@@ -261,6 +243,7 @@ async fn handle_get(
             return Ok(());
         }
     };
+    let info = opened.info;
     let mut offset = g.offset;
     let mut wanted = g.length;
     if let Some(v) = g.if_unchanged {
@@ -289,7 +272,6 @@ async fn handle_get(
         size: info.size,
         mtime_ns: info.mtime_ns,
     }));
-    let hashes = &ctx.shared.hashes;
     let hash = if length == 0 && info.size > 0 {
         // No body, so no hashing: a request for nothing must not cost the
         // server a read of the whole file. The trailer carries the hash if
@@ -297,13 +279,13 @@ async fn handle_get(
         if let Err(e) = conn.flush().await {
             return Err(End::Broken(format!("connection error: {e}")));
         }
-        Ok(hashes.cached(&info).unwrap_or([0; HASH_LEN]))
+        Ok(service.known_hash(&info).unwrap_or([0; HASH_LEN]))
     } else {
         // The body and the hash proceed side by side: the first body byte
         // never waits for the hash, which only the trailer needs.
         let (sent, hash) = tokio::join!(
-            conn.send_file(&file, offset, length),
-            hashes.hash(&file, &info)
+            conn.send_file(&opened.file, offset, length),
+            service.hash(&opened)
         );
         if let Err(e) = sent {
             return Err(End::Broken(format!(
@@ -337,10 +319,7 @@ async fn handle_get(
 }
 
 fn handle_stat(conn: &mut Connection<TcpStream>, ctx: &ConnCtx<'_>, path: &[u8]) {
-    let Some(root) = root_or_refuse(conn, ctx) else {
-        return;
-    };
-    match root.stat(path) {
+    match ctx.service().stat(path) {
         Ok(info) => {
             info!(path = %shown(path), "STAT");
             conn.queue(&Frame::StatReply(stat_reply(ctx, &info)));
@@ -357,7 +336,7 @@ fn stat_reply(ctx: &ConnCtx<'_>, info: &FileInfo) -> StatReply {
         kind: info.kind,
         size: info.size,
         mtime_ns: info.mtime_ns,
-        hash: ctx.shared.hashes.cached(info),
+        hash: ctx.service().known_hash(info),
     }
 }
 
@@ -366,10 +345,7 @@ async fn handle_list(
     ctx: &ConnCtx<'_>,
     path: &[u8],
 ) -> Result<(), End> {
-    let Some(root) = root_or_refuse(conn, ctx) else {
-        return Ok(());
-    };
-    let entries = match root.list(path) {
+    let entries = match ctx.service().list(path) {
         Ok(e) => e,
         Err(e) => {
             info!(path = %shown(path), "LIST refused: {e}");
@@ -378,8 +354,8 @@ async fn handle_list(
         }
     };
     let count = entries.len() as u64;
-    for entry in entries {
-        conn.queue(&Frame::ListEntry(entry));
+    for e in entries {
+        conn.queue(&Frame::ListEntry(e.entry));
         if conn.queued_len() >= FLUSH_AT {
             conn.flush()
                 .await

@@ -1,4 +1,4 @@
-//! The served root: every file access goes through [`SafeRoot`], which opens
+//! The local directory backend: every file access goes through [`SafeRoot`], which opens
 //! paths *beneath* the root directory handle and never by name from `/`.
 //!
 //! Two layers keep requests inside the root:
@@ -65,6 +65,9 @@ pub enum PathError {
     /// `--no-hardlinks` (its other names may lie outside the root).
     #[error("hard-linked file refused (--no-hardlinks)")]
     HardLink,
+    /// The server shares no files at all (a message server).
+    #[error("this server shares no files (it only answers messages)")]
+    NoFiles,
     /// A directory with more entries than one listing may carry.
     #[error(
         "directory has more than {} entries",
@@ -81,7 +84,7 @@ impl PathError {
     pub fn code(&self) -> ErrorCode {
         match self {
             PathError::Invalid(_) => ErrorCode::InvalidPath,
-            PathError::NotFound | PathError::Hidden => ErrorCode::NotFound,
+            PathError::NotFound | PathError::Hidden | PathError::NoFiles => ErrorCode::NotFound,
             PathError::OutsideRoot => ErrorCode::OutsideRoot,
             PathError::PermissionDenied => ErrorCode::PermissionDenied,
             PathError::IsADirectory => ErrorCode::IsADirectory,
@@ -198,6 +201,16 @@ pub fn system_time_ns(t: SystemTime) -> i64 {
         Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
         Err(e) => i64::try_from(e.duration().as_nanos()).map_or(i64::MIN, |n| -n),
     }
+}
+
+/// One entry of a listing: what goes on the wire, and the stat behind it
+/// (whose kind and size agree with the wire entry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The entry as listed.
+    pub entry: ListEntry,
+    /// What its stat found (identity, times; for the hash cache).
+    pub info: FileInfo,
 }
 
 /// What a [`SafeRoot`] shares besides plain files and directories.
@@ -423,6 +436,16 @@ impl SafeRoot {
     /// A [`PathError`] for a bad path, a path that is not a directory, or a
     /// directory of more than [`MAX_LIST_ENTRIES`] entries.
     pub fn list(&self, raw: &[u8]) -> Result<Vec<ListEntry>, PathError> {
+        Ok(self.entries(raw)?.into_iter().map(|e| e.entry).collect())
+    }
+
+    /// [`SafeRoot::list`], each entry with what a stat of it found (for
+    /// hashes, times and identities the wire entry does not carry).
+    ///
+    /// # Errors
+    ///
+    /// As [`SafeRoot::list`].
+    pub fn entries(&self, raw: &[u8]) -> Result<Vec<Entry>, PathError> {
         let path = validate_path(raw)?;
         let dir = if path.is_empty() {
             self.dir.try_clone().map_err(PathError::Io)?
@@ -462,18 +485,20 @@ impl SafeRoot {
             if out.len() == MAX_LIST_ENTRIES {
                 return Err(PathError::TooManyEntries);
             }
-            out.push(ListEntry {
-                name,
-                kind: info.kind,
-                size: if info.kind == EntryKind::File {
-                    info.size
-                } else {
-                    0
+            if info.kind != EntryKind::File {
+                info.size = 0;
+            }
+            out.push(Entry {
+                entry: ListEntry {
+                    name,
+                    kind: info.kind,
+                    size: info.size,
+                    mtime_ns: info.mtime_ns,
                 },
-                mtime_ns: info.mtime_ns,
+                info,
             });
         }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out.sort_by(|a, b| a.entry.name.cmp(&b.entry.name));
         Ok(out)
     }
 

@@ -1,4 +1,7 @@
-//! Talking to the tutorial's servers: `ferry get --raw`, `ferry say --raw`.
+//! Talking to the tutorial's servers: `ferry get --tutorial`, `ferry say
+//! --tutorial`. Its protocol has no framing: a file name goes out as is and
+//! the file comes back until the server closes; a message goes out as is
+//! and whatever comes back within a moment is the answer.
 
 use std::io::{self, Write};
 use std::path::Path;
@@ -100,9 +103,13 @@ pub async fn get(
     })
 }
 
+/// Once an answer has started, how long without more bytes ends it (the
+/// tutorial's servers answer in one `send`, without a terminator).
+const ANSWER_QUIET: Duration = Duration::from_millis(100);
+
 /// A connection to a tutorial-style message server.
 #[derive(Debug)]
-pub struct RawSay {
+pub struct TutorialSay {
     stream: TcpStream,
     wait: Duration,
     /// The server has closed (or reset) the connection: nothing more can
@@ -127,14 +134,14 @@ fn server_closed() -> ClientError {
     )
 }
 
-impl RawSay {
+impl TutorialSay {
     /// Connects; answers are awaited for up to `wait` after each message.
     ///
     /// # Errors
     ///
     /// Connection errors.
     pub async fn connect(addr: &HostPort, wait: Duration) -> Result<Self, ClientError> {
-        Ok(RawSay {
+        Ok(TutorialSay {
             stream: connect(addr).await?,
             wait,
             closed: false,
@@ -174,7 +181,7 @@ impl RawSay {
                     break;
                 }
             }
-            limit = super::NAME_QUIET;
+            limit = ANSWER_QUIET;
         }
         Ok(answer)
     }

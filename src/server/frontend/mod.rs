@@ -1,0 +1,115 @@
+//! Front-ends: one per protocol on the port, each translating its wire to
+//! the [`FileService`] and back. They never import each other; what they
+//! share is the per-connection context ([`ConnCtx`]) and two helpers for
+//! ending a connection politely.
+//!
+//! * [`native`]: ferry's own framed protocol (docs/PROTOCOL.md);
+//! * [`tutorial`]: the tutorial's protocol (a bare name in, the file out;
+//!   or messages and acknowledgements).
+
+pub(crate) mod native;
+pub(crate) mod tutorial;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::registry::ConnHandle;
+use super::{Config, Shared, Stop};
+use crate::connection::WriteLimit;
+use crate::service::FileService;
+
+/// Longest [`close_gracefully`] waits for the peer to close its side.
+pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What a front-end gets for one connection: who the peer is, the file
+/// service, the settings, and the two things every wait and write on it
+/// obeys (the idle timeout with eviction and shutdown, and the write limit).
+pub(crate) struct ConnCtx<'a> {
+    /// The peer's address (IPv4 shown as IPv4).
+    pub(crate) peer: SocketAddr,
+    shared: &'a Shared,
+    handle: &'a ConnHandle,
+}
+
+impl<'a> ConnCtx<'a> {
+    pub(crate) fn new(peer: SocketAddr, shared: &'a Shared, handle: &'a ConnHandle) -> Self {
+        ConnCtx {
+            peer,
+            shared,
+            handle,
+        }
+    }
+
+    /// The file service every request goes to.
+    pub(crate) fn service(&self) -> &'a FileService {
+        &self.shared.service
+    }
+
+    /// The server's settings.
+    pub(crate) fn config(&self) -> &'a Config {
+        &self.shared.config
+    }
+
+    /// Runs `fut` (a read of the peer's next request) as an idle wait:
+    /// bounded by the idle timeout, cut short by eviction and shutdown.
+    ///
+    /// # Errors
+    ///
+    /// The [`Stop`] reason if `fut` did not finish.
+    pub(crate) async fn wait<F: Future>(&self, fut: F) -> Result<F::Output, Stop> {
+        self.handle
+            .wait(self.shared.config.idle_timeout, &self.shared.shutdown, fut)
+            .await
+    }
+
+    /// The limit for every write: a peer that takes no byte for the idle
+    /// timeout is dropped, and one that has taken none for half of it can
+    /// be evicted to make room (see `Registry::evict_one`).
+    pub(crate) fn write_limit(&self) -> WriteLimit {
+        WriteLimit::new(self.shared.config.idle_timeout)
+            .cancelled_by(self.handle.evict_token())
+            .watched_by(self.handle.stall_watch())
+    }
+
+    /// Prints a message received from the peer, if the server prints them.
+    pub(crate) fn print_message(&self, text: &[u8]) {
+        if self.shared.config.print_messages {
+            print_message(self.peer, text);
+        }
+    }
+}
+
+/// Half-closes, then discards what the peer still sends (bounded in bytes
+/// and time) before closing. Closing a socket that has unread input makes
+/// the kernel send a reset, which can destroy the error frame we just sent
+/// before the peer reads it.
+pub(crate) async fn close_gracefully(mut stream: TcpStream) {
+    let _ = stream.shutdown().await;
+    let drain = async {
+        let mut buf = [0u8; 4096];
+        let mut total = 0usize;
+        while let Ok(n) = stream.read(&mut buf).await {
+            total += n;
+            if n == 0 || total > 256 * 1024 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
+}
+
+/// Prints a received message to stdout as one line, control characters
+/// escaped, and flushes it so a script reading the output sees it at once.
+fn print_message(peer: SocketAddr, text: &[u8]) {
+    use std::io::Write;
+    let text = String::from_utf8_lossy(text);
+    let line = crate::display::escape_controls(text.trim_end_matches(['\r', '\n']));
+    let mut out = io::stdout().lock();
+    let _ = writeln!(out, "message from {peer}: {line}");
+    let _ = out.flush();
+}
