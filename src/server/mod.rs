@@ -187,7 +187,7 @@ fn bind_one(addr: SocketAddr, dual_stack: bool) -> Result<TcpListener, ServerErr
 
 /// State shared by every connection task.
 pub(crate) struct Shared {
-    pub(crate) service: FileService,
+    pub(crate) service: Arc<FileService>,
     pub(crate) config: Config,
     pub(crate) shutdown: CancellationToken,
 }
@@ -221,7 +221,7 @@ pub async fn run(
     // as useless as an idle connection, and may be evicted like one.
     let stalled_for = config.idle_timeout / 2;
     let shared = Arc::new(Shared {
-        service: FileService::new(root, HashCache::new(65_536)),
+        service: Arc::new(FileService::new(root, HashCache::new(65_536))),
         config,
         shutdown: shutdown.clone(),
     });
@@ -342,9 +342,8 @@ async fn serve_connection(
                 close_gracefully(stream).await;
                 "TLS is not supported".to_string()
             }
-            sniff::Protocol::Http | sniff::Protocol::Tutorial => {
-                frontend::tutorial::serve(stream, &head, &ctx).await
-            }
+            sniff::Protocol::Http => frontend::http::serve(stream, head, &ctx).await,
+            sniff::Protocol::Tutorial => frontend::tutorial::serve(stream, &head, &ctx).await,
         };
         debug!(
             elapsed_ms = started.elapsed().as_millis() as u64,

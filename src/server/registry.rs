@@ -49,6 +49,19 @@ impl ConnState {
     fn leave(&self) {
         self.state.store(BUSY, Ordering::Release);
     }
+
+    /// Marks the connection idle (waiting for its next request) or busy,
+    /// for front-ends that wait for requests inside a library (HTTP)
+    /// rather than through [`ConnHandle::wait`].
+    pub(crate) fn set_idle(&self, idle: bool) {
+        if idle {
+            if self.state.load(Ordering::Acquire) != IDLE {
+                self.enter(IDLE);
+            }
+        } else {
+            self.leave();
+        }
+    }
 }
 
 impl StallWatch for ConnState {
@@ -145,6 +158,11 @@ impl ConnHandle {
 
     /// What its writes report their waits to.
     pub(crate) fn stall_watch(&self) -> Arc<dyn StallWatch> {
+        self.state.clone()
+    }
+
+    /// Its state, for front-ends that track idleness themselves.
+    pub(crate) fn state(&self) -> Arc<ConnState> {
         self.state.clone()
     }
 

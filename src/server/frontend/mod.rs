@@ -4,9 +4,11 @@
 //! ending a connection politely.
 //!
 //! * [`native`]: ferry's own framed protocol (docs/PROTOCOL.md);
+//! * [`http`]: HTTP/1.1 for browsers, curl and wget;
 //! * [`tutorial`]: the tutorial's protocol (a bare name in, the file out;
 //!   or messages and acknowledgements).
 
+pub(crate) mod http;
 pub(crate) mod native;
 pub(crate) mod tutorial;
 
@@ -18,7 +20,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::registry::ConnHandle;
+use super::registry::{ConnHandle, ConnState};
 use super::{Config, Shared, Stop};
 use crate::connection::WriteLimit;
 use crate::service::FileService;
@@ -50,6 +52,27 @@ impl<'a> ConnCtx<'a> {
         &self.shared.service
     }
 
+    /// The file service, to hand to work that outlives a borrow (a
+    /// response body, an archive being written).
+    pub(crate) fn service_owned(&self) -> std::sync::Arc<FileService> {
+        self.shared.service.clone()
+    }
+
+    /// The connection's state in the registry (idle, busy, evicted).
+    pub(crate) fn activity(&self) -> std::sync::Arc<ConnState> {
+        self.handle.state()
+    }
+
+    /// Cancelled when the server shuts down.
+    pub(crate) fn shutdown(&self) -> &'a tokio_util::sync::CancellationToken {
+        &self.shared.shutdown
+    }
+
+    /// Cancelled when this connection is evicted to make room.
+    pub(crate) fn evict_token(&self) -> tokio_util::sync::CancellationToken {
+        self.handle.evict_token()
+    }
+
     /// The server's settings.
     pub(crate) fn config(&self) -> &'a Config {
         &self.shared.config
@@ -74,6 +97,12 @@ impl<'a> ConnCtx<'a> {
         WriteLimit::new(self.shared.config.idle_timeout)
             .cancelled_by(self.handle.evict_token())
             .watched_by(self.handle.stall_watch())
+    }
+
+    /// What a write that waits for the peer reports to (for front-ends
+    /// whose writes happen inside a library, HTTP).
+    pub(crate) fn write_limit_watch(&self) -> std::sync::Arc<dyn crate::connection::StallWatch> {
+        self.handle.stall_watch()
     }
 
     /// Prints a message received from the peer, if the server prints them.

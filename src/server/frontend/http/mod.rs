@@ -1,0 +1,312 @@
+//! HTTP/1.1 for browsers, curl and wget, through hyper (no hand-written
+//! HTTP parser): GET and HEAD of files with ranges and conditional
+//! requests ([`files`]), directory listings as HTML or JSON ([`listing`]),
+//! whole subtrees as tar or zip ([`archive`]). Paths go through the same
+//! file service, and so the same confinement, as every other protocol.
+//!
+//! Limits: request heads are capped in size (64 KiB) and count (100
+//! headers), answered 431 beyond; a head must arrive within the idle
+//! timeout (hyper's header-read timeout, against slowloris); a keep-alive
+//! connection idle for the idle timeout is closed, and one waiting for its
+//! next request counts as idle for eviction ([`io`]); every write is bounded
+//! like any other front-end's.
+
+mod archive;
+mod body;
+mod files;
+mod io;
+mod listing;
+mod url;
+
+use std::convert::Infallible;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tracing::debug;
+
+use self::body::{AccessLog, Body};
+use self::io::{HttpIo, InFlight};
+use super::ConnCtx;
+use crate::protocol::EntryKind;
+use crate::storage::PathError;
+
+/// Largest request head accepted.
+const MAX_HEAD: usize = 64 * 1024;
+
+/// Most header fields in a request.
+const MAX_HEADERS: usize = 100;
+
+/// Serves an HTTP connection whose first bytes, `head`, were read by the
+/// sniffer. Returns a summary for the disconnect log line.
+pub(crate) async fn serve(stream: TcpStream, head: Vec<u8>, ctx: &ConnCtx<'_>) -> String {
+    let in_flight: InFlight = Arc::new(AtomicUsize::new(0));
+    let idle = ctx.config().idle_timeout;
+    let io = HttpIo::new(
+        stream,
+        head,
+        idle,
+        in_flight.clone(),
+        ctx.activity(),
+        ctx.write_limit_watch(),
+        ctx.evict_token(),
+    );
+    let requests = AtomicUsize::new(0);
+    let service = service_fn(|req| {
+        requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let response = handle(req, ctx, &in_flight);
+        async move { Ok::<_, Infallible>(response) }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(idle)
+        .max_buf_size(MAX_HEAD.max(8192) * 2)
+        .max_header_size(MAX_HEAD)
+        .max_headers(MAX_HEADERS)
+        .keep_alive(true)
+        .pipeline_flush(true);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let res = tokio::select! {
+        r = conn.as_mut() => r,
+        () = ctx.shutdown().cancelled() => {
+            // Finish what is in flight, take no new request.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    let n = requests.load(std::sync::atomic::Ordering::Relaxed);
+    match res {
+        Ok(()) => format!("http: {n} request(s)"),
+        Err(e) => format!("http: {n} request(s); {e}"),
+    }
+}
+
+/// A response of `status` with a one-line text body.
+fn text(status: StatusCode, msg: &str, log: AccessLog) -> Response<Body> {
+    let mut body = Body::bytes(format!("{msg}\n"), log);
+    body.set_status(status.as_u16());
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// A response of `status` with no body.
+fn status_only(status: StatusCode, log: AccessLog) -> Response<Body> {
+    let mut body = Body::empty(log);
+    body.set_status(status.as_u16());
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    r
+}
+
+/// The status for a path the service refused.
+fn refused(e: &PathError) -> StatusCode {
+    match e {
+        PathError::Invalid(_) => StatusCode::BAD_REQUEST,
+        PathError::NotFound | PathError::Hidden | PathError::NoFiles | PathError::NotADirectory => {
+            StatusCode::NOT_FOUND
+        }
+        PathError::OutsideRoot
+        | PathError::PermissionDenied
+        | PathError::NotAFile
+        | PathError::HardLink => StatusCode::FORBIDDEN,
+        PathError::IsADirectory | PathError::TooManyEntries | PathError::Io(_) => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    }
+}
+
+/// A redirect to `location` (already a valid URL path).
+fn redirect(location: &str, log: AccessLog) -> Response<Body> {
+    let mut r = text(StatusCode::MOVED_PERMANENTLY, "moved", log);
+    if let Ok(v) = HeaderValue::from_str(location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+/// What one request means, answered by the file service.
+fn handle(req: Request<Incoming>, ctx: &ConnCtx<'_>, in_flight: &InFlight) -> Response<Body> {
+    let method = req.method().clone();
+    let raw_path = req.uri().path().to_string();
+    let log = AccessLog::new(method.as_str(), &raw_path, in_flight);
+    debug!(%method, uri = %req.uri(), "HTTP request");
+    if method != Method::GET && method != Method::HEAD {
+        let mut r = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only GET and HEAD are served",
+            log,
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let target = match url::decode(&raw_path) {
+        Ok(t) => t,
+        Err(why) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                &format!("invalid path: {why}"),
+                log,
+            )
+        }
+    };
+    let service = ctx.service();
+    let stat = match service.stat(target.path.as_bytes()) {
+        Ok(s) => s,
+        Err(e) => return text(refused(&e), &format!("{e}: /{}", target.path), log),
+    };
+    let query = req.uri().query();
+    match stat.kind {
+        EntryKind::Dir if !target.dir => {
+            // `/dir` -> `/dir/`, keeping the query.
+            let mut to = url::href(&target.path) + "/";
+            if let Some(q) = query {
+                to.push('?');
+                to.push_str(q);
+            }
+            redirect(&to, log)
+        }
+        EntryKind::Dir => directory(&req, &target.path, ctx, log),
+        EntryKind::File if target.dir => text(
+            StatusCode::NOT_FOUND,
+            &format!("not a directory: /{}", target.path),
+            log,
+        ),
+        EntryKind::File => match service.open(target.path.as_bytes()) {
+            Ok(opened) => files::respond(
+                &method,
+                req.headers(),
+                &target.path,
+                opened,
+                &ctx.service_owned(),
+                log,
+            ),
+            Err(e) => text(refused(&e), &format!("{e}: /{}", target.path), log),
+        },
+        _ => text(
+            StatusCode::FORBIDDEN,
+            &format!("not a regular file: /{}", target.path),
+            log,
+        ),
+    }
+}
+
+/// A directory: an archive of it, its listing as JSON, or the HTML page.
+fn directory(
+    req: &Request<Incoming>,
+    path: &str,
+    ctx: &ConnCtx<'_>,
+    log: AccessLog,
+) -> Response<Body> {
+    let query = req.uri().query();
+    if let Some(kind) = url::query_param(query, "archive") {
+        let Some(format) = archive::Format::parse(&kind) else {
+            return text(StatusCode::BAD_REQUEST, "archive must be tar or zip", log);
+        };
+        let name = path
+            .rsplit('/')
+            .next()
+            .filter(|n| !n.is_empty())
+            .unwrap_or("files");
+        let mut body = if req.method() == Method::HEAD {
+            Body::empty(log)
+        } else {
+            Body::stream(
+                archive::start(ctx.service_owned(), path.to_string(), format),
+                log,
+            )
+        };
+        body.set_status(200);
+        let mut r = Response::new(body);
+        let h = r.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(format.content_type()),
+        );
+        let file = format!("{name}.{}", format.extension());
+        let disposition = format!(
+            "attachment; filename=\"{}\"; filename*=UTF-8''{}",
+            file.replace(
+                |c: char| !c.is_ascii_graphic() || c == '"' || c == '\\',
+                "_"
+            ),
+            percent_encoding::utf8_percent_encode(&file, percent_encoding::NON_ALPHANUMERIC)
+        );
+        if let Ok(v) = HeaderValue::from_str(&disposition) {
+            h.insert(header::CONTENT_DISPOSITION, v);
+        }
+        return r;
+    }
+    let entries = match ctx.service().list(path.as_bytes()) {
+        Ok(e) => e,
+        Err(e) => return text(refused(&e), &format!("{e}: /{path}"), log),
+    };
+    let wants_json = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/json"));
+    let (content_type, page, csp) = if wants_json {
+        (
+            "application/json",
+            listing::json(path, &entries, ctx.service()),
+            None,
+        )
+    } else {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .unwrap_or_else(|| "HOST".to_string());
+        let page = listing::Page {
+            path,
+            entries,
+            view: listing::View::from_query(query),
+            host,
+            nonce: nonce(),
+        };
+        let csp = page.csp();
+        ("text/html; charset=utf-8", page.render(), Some(csp))
+    };
+    let len = page.len();
+    let mut body = if req.method() == Method::HEAD {
+        Body::empty(log)
+    } else {
+        Body::bytes(page, log)
+    };
+    body.set_status(200);
+    let mut r = Response::new(body);
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(header::VARY, HeaderValue::from_static("Accept"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if let Some(csp) = csp.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        h.insert(header::CONTENT_SECURITY_POLICY, csp);
+    }
+    r
+}
+
+/// A fresh nonce for a page's script: 128 random bits, hex.
+fn nonce() -> String {
+    let mut b = [0u8; 16];
+    let _ = rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty());
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
