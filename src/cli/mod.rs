@@ -32,8 +32,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve a directory, read-only, to ferry clients, the tutorial's
-    /// programs and netcat (runs in the foreground until Ctrl-C).
+    /// Serve a directory, read-only, to ferry clients, browsers, curl and
+    /// wget, the tutorial's programs and netcat, all on one port (runs in
+    /// the foreground until Ctrl-C).
     Serve(ServeArgs),
     /// Download files (resumable, BLAKE3-verified).
     Get(GetArgs),
@@ -65,6 +66,9 @@ struct ServeArgs {
     /// lie outside the served directory).
     #[arg(long)]
     no_hardlinks: bool,
+    /// Also print a QR code of the first URL, for a phone.
+    #[arg(long)]
+    qr: bool,
     /// Most connections served at once; beyond it, the longest-idle
     /// connection is closed to make room, or the newcomer told "server busy".
     #[arg(long, value_name = "N", default_value_t = server::DEFAULT_MAX_CONNECTIONS as u32,

@@ -38,6 +38,17 @@ pub(super) async fn serve(a: ServeArgs) -> Result<ExitCode> {
             "{}",
             startup_line(dir.as_deref(), &a, addr, bind.is_none())
         )?;
+        if dir.is_some() {
+            let urls = urls(addr);
+            for u in &urls {
+                writeln!(out, "  {u}")?;
+            }
+            if a.qr {
+                if let Some(first) = urls.first() {
+                    writeln!(out, "{}", qr(first))?;
+                }
+            }
+        }
         out.flush()?;
     }
     let mut config = match &dir {
@@ -123,6 +134,51 @@ fn startup_line(dir: Option<&Path>, a: &ServeArgs, addr: SocketAddr, any: bool) 
         None => "message server (no files shared)".to_string(),
     };
     format!("ferry: {what} on {addr} ({whom})")
+}
+
+/// The `http://` URLs the server can be reached at: one per address of
+/// each interface that is up (not loopback, not link-local IPv6, which
+/// would need a zone), or the loopback address when that is all there is
+/// or all it listens on.
+fn urls(addr: SocketAddr) -> Vec<String> {
+    let port = addr.port();
+    let url = |ip: IpAddr| match ip {
+        IpAddr::V4(v4) => format!("http://{v4}:{port}/"),
+        IpAddr::V6(v6) => format!("http://[{v6}]:{port}/"),
+    };
+    if !addr.ip().is_unspecified() {
+        return vec![url(addr.ip())];
+    }
+    let ipv6 = addr.is_ipv6();
+    let mut out: Vec<String> = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|i| !i.is_loopback() && !i.is_link_local() && i.is_oper_up())
+        .map(|i| i.ip())
+        .filter(|ip| ip.is_ipv4() || ipv6)
+        .map(url)
+        .collect();
+    out.sort();
+    out.dedup();
+    if out.is_empty() {
+        out.push(url(if ipv6 {
+            IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+        } else {
+            IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+        }));
+    }
+    out
+}
+
+/// A QR code of `url` in Unicode half blocks, for a phone's camera.
+fn qr(url: &str) -> String {
+    match qrcode::QrCode::new(url.as_bytes()) {
+        Ok(code) => code
+            .render::<qrcode::render::unicode::Dense1x2>()
+            .quiet_zone(true)
+            .build(),
+        Err(e) => format!("(no QR code: {e})"),
+    }
 }
 
 async fn cancel_on_signal(token: CancellationToken) {

@@ -389,17 +389,32 @@ impl std::fmt::Display for Stop {
     }
 }
 
-/// Tells an over-the-limit client `server busy` (only a native client: a
-/// raw one would save the error as file content) and closes.
+/// Tells an over-the-limit client `server busy` in its own protocol (a
+/// native client an error frame, an HTTP client a 503; a tutorial client
+/// nothing, as an error text would end up in its file) and closes.
 async fn reject_busy(mut stream: TcpStream) {
-    let mut first = [0u8; 1];
-    let native = matches!(
-        tokio::time::timeout(Duration::from_secs(1), stream.read(&mut first)).await,
-        Ok(Ok(1)) if first[0] == MAGIC[0]
-    );
-    if native {
-        let mut out = MAGIC.to_vec();
-        Frame::error(ErrorCode::Busy, "server busy").encode(&mut out);
+    let mut head = [0u8; 64];
+    let n = match tokio::time::timeout(Duration::from_secs(1), stream.read(&mut head)).await {
+        Ok(Ok(n)) => n,
+        _ => 0,
+    };
+    let head = &head[..n];
+    let answer: Option<Vec<u8>> = match sniff::classify(head) {
+        Some(sniff::Protocol::Native) => {
+            let mut out = MAGIC.to_vec();
+            Frame::error(ErrorCode::Busy, "server busy").encode(&mut out);
+            Some(out)
+        }
+        // Undecided after one read is most likely a request line still on
+        // its way: a browser or curl gets a 503 either way.
+        Some(sniff::Protocol::Http) | None if !head.is_empty() => Some(
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
+              Content-Length: 12\r\nRetry-After: 2\r\nConnection: close\r\n\r\nserver busy\n"
+                .to_vec(),
+        ),
+        _ => None,
+    };
+    if let Some(out) = answer {
         let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&out)).await;
     }
     close_gracefully(stream).await;
