@@ -69,7 +69,11 @@ pub(crate) async fn sniff(
             return Ok(Some((p, head)));
         }
         if len == head.len() {
-            break;
+            // 8 KiB and still a request line in the making: no name of the
+            // tutorial's is that long (it reads 1024), so it is HTTP with
+            // an over-long target, for HTTP to refuse.
+            head.truncate(len);
+            return Ok(Some((Protocol::Http, head)));
         }
         // Still possibly a request line: wait a little for the rest.
         match tokio::time::timeout(NAME_QUIET, stream.read(&mut head[len..])).await {

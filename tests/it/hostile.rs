@@ -296,8 +296,44 @@ fn raw_get_bytes(addr: SocketAddr, name: &[u8]) -> Vec<u8> {
     w.read_to_close().0
 }
 
+/// A path's bytes in a URL: every byte %-encoded (`all`), or only those a
+/// request line cannot carry as they are (so `..`, `/`, `\\` stay literal).
+fn url_path(path: &[u8], all: bool) -> String {
+    let mut out = String::from("/");
+    for &b in path {
+        if !all && (0x21..0x7f).contains(&b) && !b"%?#".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Sends one request line `GET TARGET HTTP/1.1` (and a Host) on a fresh
+/// connection; returns the status code (0 if the server only closed) and
+/// every byte received.
+fn http_get(addr: SocketAddr, target: &str) -> (u16, Vec<u8>) {
+    let mut w = Wire::connect(addr, ANSWER_BOUND);
+    let req = format!("GET {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    let _ = w.try_send(req.as_bytes());
+    let (all, _how) = w.read_to_close();
+    let status = std::str::from_utf8(all.get(9..12).unwrap_or_default())
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, all)
+}
+
+/// The body of an HTTP response (after the blank line).
+fn http_body(all: &[u8]) -> &[u8] {
+    all.windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(&[][..], |i| &all[i + 4..])
+}
+
 #[test]
-fn traversal_battery_over_native_and_tutorial_never_leaks_the_secret() {
+fn traversal_battery_over_native_tutorial_and_http_never_leaks_the_secret() {
     let fx = traversal_fixture();
     // --hidden: the most that is ever shared. Nothing outside the root may
     // leak even then (hidden names are covered by their own test).
@@ -315,6 +351,7 @@ fn traversal_battery_over_native_and_tutorial_never_leaks_the_secret() {
     let mut refused_raw = 0;
     let mut inside = 0;
     let mut codes = std::collections::BTreeMap::<String, usize>::new();
+    let mut http_statuses = std::collections::BTreeMap::<u16, usize>::new();
     let mut table = Vec::new();
     for (label, path, expect) in &list {
         // Native: an Error frame, or the inside file's own bytes.
@@ -346,6 +383,34 @@ fn traversal_battery_over_native_and_tutorial_never_leaks_the_secret() {
                 inside += 1;
             }
             _ => panic!("{label}: {path:?} answered {answer:?}, expected {expect:?}"),
+        }
+
+        // HTTP, in three spellings of the target (every byte %-encoded;
+        // only what must be; absolute-form), and as an archive request: a
+        // 4xx, a listing of a directory inside, or the inside file's bytes.
+        let enc = url_path(path, true);
+        let literal = url_path(path, false);
+        let absolute = format!("http://test{literal}");
+        let archive = format!("{enc}?archive=tar");
+        for target in [&enc, &literal, &absolute, &archive] {
+            let (status, all) = http_get(srv.addr, target);
+            assert!(!leaks(&all), "{label}: HTTP {target} leaks outside bytes");
+            assert!(
+                (400..500).contains(&status) || status == 200 || status == 301,
+                "{label}: HTTP {target} answered {status}"
+            );
+            *http_statuses.entry(status).or_default() += 1;
+            if status == 200 && !target.contains('?') {
+                let body = http_body(&all);
+                if let Expect::Inside(want) | Expect::RefusedOrInside(want) = expect {
+                    if !body.starts_with(b"<!doctype") {
+                        assert!(
+                            body == want.as_slice(),
+                            "{label}: HTTP {target} served wrong bytes"
+                        );
+                    }
+                }
+            }
         }
 
         // Raw: nothing at all, or the inside file's own bytes.
@@ -389,9 +454,10 @@ fn traversal_battery_over_native_and_tutorial_never_leaks_the_secret() {
     assert!(srv.stderr().lines().all(|l| !l.contains("panicked")));
     well_behaved_get(&srv, "x", X, "the traversal battery");
     eprintln!(
-        "FIGURE traversal: {} spellings, each over native and raw: native refused {refused_native} \
-         (codes {codes:?}), raw sent nothing for {refused_raw}; {inside} look-alikes that really \
-         exist inside the root served only their own bytes; the secret and /etc/passwd never appeared\n{}",
+        "FIGURE traversal: {} spellings, each over native, the tutorial's protocol and HTTP (4 targets each): \
+         native refused {refused_native} (codes {codes:?}), tutorial sent nothing for {refused_raw}; HTTP statuses \
+         {http_statuses:?}; {inside} look-alikes that really exist inside the root served only their own bytes; \
+         the secret and /etc/passwd never appeared\n{}",
         list.len(),
         table.join("\n")
     );

@@ -3,12 +3,14 @@
 
 mod support;
 
+mod browser;
 mod cli;
 
 mod faults;
 mod first_hour;
 mod hardening;
 mod hostile;
+mod http;
 mod native;
 mod tree;
 mod tutorial;

@@ -1161,3 +1161,42 @@ pub fn bytes_read_by(pid: u32) -> u64 {
         })
         .expect("/proc/PID/io")
 }
+
+/// The path of an external tool the test needs (curl, wget, chromium), or
+/// `None` to skip, saying so, where it is not installed. Under CI (`CI`
+/// set) or `FERRY_REQUIRE_TOOLS=1` (what `.ci/run` sets after installing
+/// them) a missing tool fails the test instead: it never skips there.
+pub fn tool(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        let required = std::env::var_os("CI").is_some()
+            || std::env::var_os("FERRY_REQUIRE_TOOLS").is_some_and(|v| v == "1");
+        assert!(
+            !required,
+            "{name} is not installed but this run requires it"
+        );
+        eprintln!("skipping: {name} is not installed");
+    }
+    found
+}
+
+/// Runs a program (not ferry) in `cwd`, bounded to 120 s.
+pub fn run_tool(cwd: &Path, program: &Path, args: &[&str]) -> Run {
+    let child = Command::new(program)
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tool");
+    finish(
+        child,
+        None,
+        format!("{} {}", program.display(), args.join(" ")),
+    )
+}

@@ -70,7 +70,14 @@ pub(crate) async fn serve(stream: TcpStream, head: Vec<u8>, ctx: &ConnCtx<'_>) -
         .max_header_size(MAX_HEAD)
         .max_headers(MAX_HEADERS)
         .keep_alive(true)
-        .pipeline_flush(true);
+        // A client that half-closes after its request (`nc -N`) still gets
+        // its answer.
+        .half_close(true)
+        // Not `pipeline_flush(true)`: with it, hyper 1.12 dropped the
+        // automatic 400/431 answer to a malformed head unsent (seen with
+        // `GET / HTTP/1.9` and a 70 KB header: the client got a bare
+        // close). Pipelined requests are still answered in order.
+        .pipeline_flush(false);
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let res = tokio::select! {
