@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """ferry's benchmark driver: runs every scenario against ferry and its peers
-(iperf3, netcat, nginx + curl, python -m http.server, rsync) on this machine
+(iperf3, netcat, nginx + curl, python -m http.server, rsync, dufs, miniserve) on this machine
 and prints one markdown table. bench/run.sh installs the peers, builds ferry
 and then runs this; see bench/README.md for what each scenario measures.
 
@@ -68,7 +68,9 @@ LOSSY_DELAY_MS = env_float("FB_LOSSY_DELAY_MS", 25.0)  # one way: RTT is twice t
 LOSSY_LOSS_PCT = env_float("FB_LOSSY_LOSS_PCT", 0.5)  # each way
 LOSSY_CC = os.environ.get("FB_LOSSY_CC", "cubic")  # congestion control inside the namespaces
 LOSSY_EMU = os.environ.get("FB_LOSSY_EMU", "auto")  # auto | netem | linkem
-SCENARIOS = {s.strip() for s in os.environ.get("FB_SCENARIOS", "1,2,3,4,5").split(",") if s.strip()}
+SCENARIOS = {s.strip() for s in os.environ.get("FB_SCENARIOS", "1,2,3,4,5,6").split(",") if s.strip()}
+DUFS = os.environ.get("FB_DUFS") or shutil.which("dufs") or str(Path.home() / ".cargo/bin/dufs")
+MINISERVE = os.environ.get("FB_MINISERVE") or shutil.which("miniserve") or str(Path.home() / ".cargo/bin/miniserve")
 TMPFS = Path(os.environ.get("FB_TMPFS", "/dev/shm"))
 TIMEOUT = env_float("FB_TIMEOUT", 120.0)  # any single client command
 NGINX_WORKERS = os.environ.get("FB_NGINX_WORKERS", "auto")
@@ -482,6 +484,29 @@ def start_pyhttp(root: Path) -> Server:
     )
     wait_listening(p, port, "python -m http.server")
     return Server("pyhttp", p, "127.0.0.1", port, [p.pid])
+
+
+def start_dufs(root: Path) -> Server:
+    port = free_port()
+    p = spawn([DUFS, root, "--bind", "127.0.0.1", "--port", port], stdout=logfile("dufs"), stderr=subprocess.STDOUT)
+    wait_listening(p, port, "dufs")
+    return Server("dufs", p, "127.0.0.1", port, [p.pid])
+
+
+def start_miniserve(root: Path) -> Server:
+    port = free_port()
+    p = spawn([MINISERVE, root, "--interfaces", "127.0.0.1", "--port", port],
+              stdout=logfile("miniserve"), stderr=subprocess.STDOUT)
+    wait_listening(p, port, "miniserve")
+    return Server("miniserve", p, "127.0.0.1", port, [p.pid])
+
+
+def tool_version(cmd) -> str:
+    try:
+        out = subprocess.run([*cmd, "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
+        return out.splitlines()[0] if out else "?"
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
 
 
 def start_rsyncd(root: Path) -> Server:
@@ -1158,6 +1183,106 @@ def scenario5(files) -> None:
     stop(watch)
 
 
+# ---------------------------------------------------------------- scenario 6
+def scenario6(files) -> None:
+    """HTTP, curl as the client of every server: ferry's HTTP front-end
+    against nginx (sendfile on), dufs and miniserve."""
+    big = files["big"]
+    size = big.stat().st_size
+    tree_files = files["tree_files"]
+    nfiles = len(tree_files)
+    out = OUT / "s6"
+    rm(out)
+    out.mkdir(parents=True)
+    servers = [start_nginx(DATA), start_ferry(DATA)]
+    for name, start, binary in (("dufs", start_dufs, DUFS), ("miniserve", start_miniserve, MINISERVE)):
+        if Path(binary).exists():
+            servers.append(start(DATA))
+            NOTES.append(f"scenario 6: {tool_version([binary])}")
+        else:
+            SKIPS.append(f"scenario 6: {name} not installed (bench/run.sh installs it with cargo install --locked)")
+    label = {"nginx": "nginx (sendfile on) + curl", "ferry": "ferry serve (HTTP) + curl",
+             "dufs": "dufs + curl", "miniserve": "miniserve + curl"}
+    desc_big = f"HTTP, curl as the client: 1 file of {size // MiB} MiB, page cache warm"
+    desc_tree = f"HTTP, curl as the client: {nfiles} files of {TREE_KIB} KiB over one keep-alive connection"
+    big_cells, tree_cells = {}, {}
+    for i, srv in enumerate(servers):
+        big_cells[srv.name] = cell("6", desc_big if i == 0 else "", label[srv.name], "/dev/null", "GB/s",
+                                   "http-big", srv.name == "ferry")
+    for i, srv in enumerate(servers):
+        tree_cells[srv.name] = cell("6", desc_tree if i == 0 else "", label[srv.name], "/dev/null", "files/s",
+                                    "http-tree", srv.name == "ferry", cpu_per="file")
+    def kfile(srv: Server, which) -> Path:
+        k = out / f"{srv.name}-{len(which)}.curl"
+        k.write_text("".join(f'url = "http://{srv.hostport}/{rel(p)}"\noutput = "/dev/null"\n' for p in which))
+        return k
+
+    # A server slower than SLOW files/s over keep-alive gets the first
+    # SLOW_FILES of the tree per run instead of all of it (its rate is
+    # still files per second), so that the scenario ends in minutes.
+    slow, slow_files = 500, min(300, nfiles)
+    kfiles, counts = {}, {}
+    for srv in servers:
+        probe = run_timed(["curl", "-sSf", "-K", kfile(srv, tree_files[:100])])
+        rate = 100 / probe.elapsed if probe.rc == 0 else 0
+        which = tree_files if rate >= slow else tree_files[:slow_files]
+        if len(which) < nfiles:
+            tree_cells[srv.name].note = (f"{len(which)} of the {nfiles} files per run: {rate:.0f} files/s in a "
+                                         f"100-file probe")
+        kfiles[srv.name], counts[srv.name] = kfile(srv, which), len(which)
+
+    def one_big(srv: Server) -> None:
+        warm([big])
+        before = srv.cpu()
+        with tempfile.TemporaryFile() as meta:
+            r = run_timed(["curl", "-sSf", "-o", "/dev/null", "-w", "%{size_download}",
+                           f"http://{srv.hostport}/{rel(big)}"], stdout=meta)
+            meta.seek(0)
+            got = meta.read().decode(errors="replace").strip()
+        srv_cpu = srv.cpu() - before
+        if r.rc == 0 and got == str(size):
+            record(big_cells[srv.name], size / r.elapsed / 1e9, srv_cpu=srv_cpu, srv_bytes=size, cli_cpu=r.cpu,
+                   cli_bytes=size, label=f" ({r.elapsed:.2f} s)")
+        else:
+            record(big_cells[srv.name], None)
+
+    def one_tree(srv: Server) -> None:
+        warm(tree_files)
+        before = srv.cpu()
+        with tempfile.TemporaryFile() as meta:
+            r = run_timed(["curl", "-sSf", "-w", "%{size_download}\n", "-K", kfiles[srv.name]], stdout=meta)
+            meta.seek(0)
+            sizes = meta.read().decode(errors="replace").split()
+        srv_cpu = srv.cpu() - before
+        want = counts[srv.name]
+        ok = r.rc == 0 and len(sizes) == want and all(x == str(TREE_KIB * 1024) for x in sizes)
+        if ok:
+            record(tree_cells[srv.name], want / r.elapsed, srv_cpu=srv_cpu, srv_bytes=nfiles, cli_cpu=r.cpu,
+                   cli_bytes=nfiles, label=f" ({r.elapsed:.2f} s)")
+        else:
+            log(f"  {srv.name}: {len(sizes)} responses, rc {r.rc}")
+            record(tree_cells[srv.name], None)
+
+    # Untimed: warms every server (and has ferry hash the big file once, as
+    # for any file served more than once).
+    for srv in servers:
+        run_timed(["curl", "-sSf", "-o", "/dev/null", f"http://{srv.hostport}/{rel(big)}"])
+        if counts[srv.name] == nfiles:
+            run_timed(["curl", "-sSf", "-K", kfiles[srv.name]])
+    for r in range(N):
+        log(f"scenario 6, round {r + 1}/{N}")
+        for srv in rotated(servers, r):
+            one_big(srv)
+        for srv in rotated(servers, r):
+            one_tree(srv)
+    for name, c in tree_cells.items():
+        m = c.median()
+        if m:
+            c.extra = f"{counts[name] / m:.2f} s"
+    for srv in servers:
+        srv.stop()
+
+
 # ---------------------------------------------------------------- table
 def machine() -> str:
     cpu = "unknown CPU"
@@ -1252,6 +1377,14 @@ def aims(refs) -> str:
             out.append(f"- ferry server RSS {what}: {v:.1f} MiB (aim < 50 MiB) — {'met' if v < 50 else 'NOT met'}")
     line("lossy link: ferry -j 8 ÷ ferry single stream", med("5", "ferry get -q -j 8"), med("5", "ferry get -q (one"), 3)
     line("lossy link: ferry -j 8 ÷ curl single stream", med("5", "ferry get -q -j 8"), med("5", "nginx + curl"), 3)
+    for peer in ("nginx", "dufs", "miniserve"):
+        line(f"HTTP, {BIG_MIB} MiB by curl: ferry ÷ {peer}", med("6", "ferry serve (HTTP)", "/dev/null"),
+             med("6", peer, "/dev/null"), 1)
+    for peer in ("nginx", "dufs", "miniserve"):
+        c_f = [c.median() for c in CELLS if c.scen == "6" and c.group == "http-tree" and c.tool.startswith("ferry")]
+        c_p = [c.median() for c in CELLS if c.scen == "6" and c.group == "http-tree" and c.tool.startswith(peer)]
+        line(f"HTTP, {TREE_FILES}×{TREE_KIB} KiB over one keep-alive curl: ferry ÷ {peer}",
+             c_f[0] if c_f else None, c_p[0] if c_p else None, 1)
     return "\n".join(out)
 
 
@@ -1268,7 +1401,8 @@ def main() -> int:
     t0 = time.monotonic()
     files = make_data()
     log(f"data ready ({time.monotonic() - t0:.0f} s)")
-    for name, fn in (("1", scenario1), ("2", scenario2), ("3", scenario3), ("4", scenario4), ("5", scenario5)):
+    for name, fn in (("1", scenario1), ("2", scenario2), ("3", scenario3), ("4", scenario4), ("5", scenario5),
+                     ("6", scenario6)):
         if name in SCENARIOS:
             ts = time.monotonic()
             try:

@@ -59,13 +59,23 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # --- ferry
+if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+    PATH=$HOME/.cargo/bin:$PATH
+fi
 if [ -z "${FB_FERRY:-}" ]; then
-    if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
-        PATH=$HOME/.cargo/bin:$PATH
-    fi
     echo "bench: cargo build --release" >&2
     timeout 900 cargo build --release --quiet >&2
 fi
+
+# --- dufs and miniserve (scenario 6), the file servers users of this kind
+# of tool pick: crates, so installed with cargo (reused when already there).
+for tool in dufs miniserve; do
+    if ! command -v "$tool" >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/$tool" ]; then
+        echo "bench: cargo install --locked $tool" >&2
+        timeout 1800 cargo install --locked --quiet "$tool" >&2 \
+            || echo "bench: could not install $tool; scenario 6 runs without it" >&2
+    fi
+done
 
 # 1,000 idle connections plus clients, on both ends of each.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

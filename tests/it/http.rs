@@ -342,6 +342,11 @@ fn http_directories_redirect_and_list_as_html_and_json_with_every_name_safe() {
     }
     let sub = entries.iter().find(|e| e["name"] == "sub").unwrap();
     assert_eq!(sub["kind"], "dir");
+    // `?format=json` too, for a browser's address bar.
+    let q = curl(&c, out.path(), &url(&srv, "/odd/?format=json"), &[]);
+    assert_eq!(q.headers["content-type"], "application/json");
+    let qv: serde_json::Value = serde_json::from_slice(&q.body).unwrap();
+    assert_eq!(qv["entries"].as_array().unwrap().len(), entries.len());
     // A hash appears once the server knows it (after a download, once the
     // file is 2 s old: younger ones are hashed but not kept).
     let want = hex(blake3::hash(b"file 8\n").as_bytes());

@@ -27,6 +27,9 @@ use super::io::InFlight;
 /// cost little memory (two chunks each).
 const FILE_CHUNK: usize = 256 * 1024;
 
+/// Bodies up to this size are read at once, on the connection's task.
+const INLINE_READ: usize = 64 * 1024;
+
 /// What a request did, for its access-log line.
 #[derive(Debug)]
 pub(crate) struct AccessLog {
@@ -141,6 +144,16 @@ impl Body {
 
     /// Bytes `offset..offset + len` of `file`.
     pub(crate) fn file(file: File, offset: u64, len: u64, log: AccessLog) -> Self {
+        if len <= INLINE_READ as u64 {
+            // A small body is read here and now: one `pread` costs less
+            // than the trip to the blocking pool and back (two thread
+            // switches per request, most of a small file's cost).
+            let mut buf = vec![0u8; len as usize];
+            if file.read_exact_at(&mut buf, offset).is_ok() {
+                return Body::bytes(buf, log);
+            }
+            // Shrunk or unreadable: the chunked path reports it.
+        }
         let mut range = FileRange {
             file: Arc::new(file),
             pos: offset,

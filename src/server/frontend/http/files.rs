@@ -25,6 +25,7 @@ use headers::{
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 
 use super::body::{AccessLog, Body};
+use crate::display::hex;
 use crate::service::{FileService, OpenFile};
 use crate::storage::FileInfo;
 
@@ -41,10 +42,6 @@ struct Validators {
     /// The modification time, to the second (what `Last-Modified` says).
     modified: SystemTime,
     hash: Option<[u8; 32]>,
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn tag(s: String) -> ETag {

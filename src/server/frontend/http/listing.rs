@@ -98,7 +98,7 @@ pub(crate) fn json(path: &str, entries: &[Entry], service: &FileService) -> Stri
                 hash: (e.entry.kind == EntryKind::File)
                     .then(|| service.known_hash(&e.info))
                     .flatten()
-                    .map(|h| h.iter().map(|b| format!("{b:02x}")).collect()),
+                    .map(|h| crate::display::hex(&h)),
             })
             .collect(),
     };

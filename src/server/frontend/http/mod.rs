@@ -33,7 +33,6 @@ use tracing::debug;
 use self::body::{AccessLog, Body};
 use self::io::{HttpIo, InFlight};
 use super::ConnCtx;
-use crate::protocol::EntryKind;
 use crate::storage::PathError;
 
 /// Largest request head accepted.
@@ -170,43 +169,32 @@ fn handle(req: Request<Incoming>, ctx: &ConnCtx<'_>, in_flight: &InFlight) -> Re
         }
     };
     let service = ctx.service();
-    let stat = match service.stat(target.path.as_bytes()) {
-        Ok(s) => s,
-        Err(e) => return text(refused(&e), &format!("{e}: /{}", target.path), log),
-    };
-    let query = req.uri().query();
-    match stat.kind {
-        EntryKind::Dir if !target.dir => {
+    // Opened once: a file (the common case) is answered from this handle.
+    match service.open(target.path.as_bytes()) {
+        Ok(_) if target.dir => text(
+            StatusCode::NOT_FOUND,
+            &format!("not a directory: /{}", target.path),
+            log,
+        ),
+        Ok(opened) => files::respond(
+            &method,
+            req.headers(),
+            &target.path,
+            opened,
+            &ctx.service_owned(),
+            log,
+        ),
+        Err(PathError::IsADirectory) if !target.dir => {
             // `/dir` -> `/dir/`, keeping the query.
             let mut to = url::href(&target.path) + "/";
-            if let Some(q) = query {
+            if let Some(q) = req.uri().query() {
                 to.push('?');
                 to.push_str(q);
             }
             redirect(&to, log)
         }
-        EntryKind::Dir => directory(&req, &target.path, ctx, log),
-        EntryKind::File if target.dir => text(
-            StatusCode::NOT_FOUND,
-            &format!("not a directory: /{}", target.path),
-            log,
-        ),
-        EntryKind::File => match service.open(target.path.as_bytes()) {
-            Ok(opened) => files::respond(
-                &method,
-                req.headers(),
-                &target.path,
-                opened,
-                &ctx.service_owned(),
-                log,
-            ),
-            Err(e) => text(refused(&e), &format!("{e}: /{}", target.path), log),
-        },
-        _ => text(
-            StatusCode::FORBIDDEN,
-            &format!("not a regular file: /{}", target.path),
-            log,
-        ),
+        Err(PathError::IsADirectory) => directory(&req, &target.path, ctx, log),
+        Err(e) => text(refused(&e), &format!("{e}: /{}", target.path), log),
     }
 }
 
@@ -264,7 +252,8 @@ fn directory(
         .headers()
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("application/json"));
+        .is_some_and(|a| a.contains("application/json"))
+        || url::query_param(query, "format").as_deref() == Some("json");
     let (content_type, page, csp) = if wants_json {
         (
             "application/json",
@@ -315,5 +304,5 @@ fn directory(
 fn nonce() -> String {
     let mut b = [0u8; 16];
     let _ = rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty());
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    crate::display::hex(&b)
 }
