@@ -33,4 +33,5 @@ pub mod protocol;
 pub mod server;
 pub mod service;
 pub mod storage;
+pub mod tls;
 mod zerocopy;

@@ -88,6 +88,64 @@ struct ServeArgs {
     /// Seconds transfers in flight may continue after Ctrl-C / SIGTERM.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     grace: u64,
+    /// Encrypt: TLS on the same port (HTTPS for browsers and curl, HTTP/2
+    /// included; `ferry get --tls`). Without --tls-cert, a self-signed
+    /// certificate is made on first start and kept in
+    /// $XDG_STATE_HOME/ferry/ (~/.local/state/ferry/); its fingerprint is
+    /// printed. Plaintext clients are then told TLS is required.
+    #[arg(long)]
+    tls: bool,
+    /// The certificate chain to present (PEM); implies --tls.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// With TLS on, still serve plaintext clients on the same port.
+    #[arg(long)]
+    allow_plaintext: bool,
+}
+
+/// How a client reaches a server over TLS, and whom it trusts.
+#[derive(Debug, Clone, clap::Args)]
+struct TlsArgs {
+    /// Connect with TLS. The server's certificate is trusted if a CA of
+    /// the system (or --cacert) signed it for this name; otherwise on
+    /// first use, like ssh: its fingerprint is recorded in
+    /// $XDG_CONFIG_HOME/ferry/known_hosts (~/.config/ferry/known_hosts),
+    /// and a different one later is refused.
+    #[arg(long)]
+    tls: bool,
+    /// Trust exactly the certificate with this fingerprint (as `ferry
+    /// serve --tls` prints it); implies --tls.
+    #[arg(long, value_name = "sha256:HEX")]
+    pin: Option<String>,
+    /// Trust the CA certificates in this PEM file instead of the system's;
+    /// implies --tls.
+    #[arg(long, value_name = "FILE")]
+    cacert: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// Sets up TLS on `addr` if asked for.
+    fn apply(&self, addr: &mut crate::client::HostPort, alpn: &[&[u8]]) -> Result<()> {
+        if !self.tls && self.pin.is_none() && self.cacert.is_none() {
+            return Ok(());
+        }
+        let opts = crate::tls::client::TrustOptions {
+            pin: self.pin.clone(),
+            cacert: self.cacert.clone(),
+            known_hosts: None,
+        };
+        let target = addr.to_string();
+        addr.tls = Some(crate::tls::client::ClientTls::new(
+            &target,
+            &opts,
+            alpn,
+            std::sync::Arc::new(|line: &str| note(line)),
+        )?);
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -140,6 +198,8 @@ struct GetArgs {
     /// links only.
     #[arg(long)]
     no_verify: bool,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -148,6 +208,8 @@ struct LsArgs {
     host: String,
     /// Remote directory [default: the served directory itself].
     remote_path: Option<String>,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -163,6 +225,8 @@ struct SayArgs {
     /// With --tutorial: seconds to wait for an answer (none is not an error).
     #[arg(long, value_name = "SECS", default_value_t = 1.0)]
     wait: f64,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 /// Exit status for a command interrupted by Ctrl-C (128 + SIGINT).

@@ -13,7 +13,8 @@ use crate::protocol::{EntryKind, ErrorCode, ListEntry};
 use crate::server::DEFAULT_PORT;
 
 pub(super) async fn ls(a: LsArgs) -> Result<ExitCode> {
-    let target = Target::parse(&a.host, DEFAULT_PORT)?;
+    let mut target = Target::parse(&a.host, DEFAULT_PORT)?;
+    a.tls.apply(&mut target.addr, &[crate::tls::ALPN_FERRY])?;
     let path = match (target.path, a.remote_path) {
         (Some(_), Some(_)) => bail!("name the directory once: HOST/DIR or HOST DIR"),
         (Some(p), None) | (None, Some(p)) => p,
@@ -73,10 +74,14 @@ fn format_mtime(ns: i64) -> String {
 }
 
 pub(super) async fn say(a: SayArgs) -> Result<ExitCode> {
-    let target = Target::parse(&a.host, DEFAULT_PORT)?;
+    let mut target = Target::parse(&a.host, DEFAULT_PORT)?;
     if target.path.as_deref().is_some_and(|p| !p.is_empty()) {
         bail!("say takes a server, not a path: HOST[:PORT]");
     }
+    if a.tutorial && a.tls.tls {
+        bail!("the tutorial's protocol has no TLS: drop --tls or --tutorial");
+    }
+    a.tls.apply(&mut target.addr, &[crate::tls::ALPN_FERRY])?;
     let addr = target.addr;
     let wait = Duration::try_from_secs_f64(a.wait).context("--wait must be a number of seconds")?;
     enum Session {

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::{ServeArgs, TutorialArg};
 use crate::server::{self, Config, TutorialMode};
 use crate::storage::RootOptions;
+use crate::tls::server::ServerTls;
 
 pub(super) async fn serve(a: ServeArgs) -> Result<ExitCode> {
     raise_fd_limit();
@@ -29,8 +30,10 @@ pub(super) async fn serve(a: ServeArgs) -> Result<ExitCode> {
         Some(name) => Some(resolve_bind(name, a.port).await?),
         None => None,
     };
+    let tls = server_tls(&a)?;
     let listener = server::bind(bind, a.port)?;
     let addr = listener.local_addr().context("listening socket")?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     {
         let mut out = io::stdout().lock();
         writeln!(
@@ -38,8 +41,16 @@ pub(super) async fn serve(a: ServeArgs) -> Result<ExitCode> {
             "{}",
             startup_line(dir.as_deref(), &a, addr, bind.is_none())
         )?;
+        if let Some(t) = &tls {
+            let plain = if a.allow_plaintext {
+                "plaintext still served"
+            } else {
+                "plaintext refused"
+            };
+            writeln!(out, "  TLS {} ({}; {plain})", t.fingerprint(), t.source())?;
+        }
         if dir.is_some() {
-            let urls = urls(addr);
+            let urls = urls(addr, scheme);
             for u in &urls {
                 writeln!(out, "  {u}")?;
             }
@@ -63,6 +74,8 @@ pub(super) async fn serve(a: ServeArgs) -> Result<ExitCode> {
     config.idle_timeout = Duration::from_secs(a.idle_timeout.max(1));
     config.grace = Duration::from_secs(a.grace);
     config.ack = a.ack;
+    config.tls = tls;
+    config.allow_plaintext = a.allow_plaintext;
     config.tutorial = match a.tutorial {
         TutorialArg::File => TutorialMode::File,
         TutorialArg::Message => TutorialMode::Message,
@@ -73,6 +86,22 @@ pub(super) async fn serve(a: ServeArgs) -> Result<ExitCode> {
     server::run(listener, config, shutdown).await?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The server's TLS identity, if `--tls` (or `--tls-cert`) asks for one.
+fn server_tls(a: &ServeArgs) -> Result<Option<ServerTls>> {
+    if let (Some(cert), Some(key)) = (&a.tls_cert, &a.tls_key) {
+        return Ok(Some(ServerTls::from_pem_files(cert, key)?));
+    }
+    if !a.tls {
+        return Ok(None);
+    }
+    let dir = crate::tls::server::default_state_dir()
+        .context("no place for the certificate: set HOME or XDG_STATE_HOME, or give --tls-cert and --tls-key")?;
+    Ok(Some(ServerTls::self_signed_in(
+        &dir,
+        &crate::tls::server::local_names(),
+    )?))
 }
 
 /// Refuses a directory that cannot be served, naming why.
@@ -140,11 +169,11 @@ fn startup_line(dir: Option<&Path>, a: &ServeArgs, addr: SocketAddr, any: bool) 
 /// each interface that is up (not loopback, not link-local IPv6, which
 /// would need a zone), or the loopback address when that is all there is
 /// or all it listens on.
-fn urls(addr: SocketAddr) -> Vec<String> {
+fn urls(addr: SocketAddr, scheme: &str) -> Vec<String> {
     let port = addr.port();
     let url = |ip: IpAddr| match ip {
-        IpAddr::V4(v4) => format!("http://{v4}:{port}/"),
-        IpAddr::V6(v6) => format!("http://[{v6}]:{port}/"),
+        IpAddr::V4(v4) => format!("{scheme}://{v4}:{port}/"),
+        IpAddr::V6(v6) => format!("{scheme}://[{v6}]:{port}/"),
     };
     if !addr.ip().is_unspecified() {
         return vec![url(addr.ip())];

@@ -17,14 +17,27 @@ use super::ClientError;
 /// How long a TCP connect may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A server address: host and port.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A server address: host and port, and whether (and trusting whom) to
+/// speak TLS to it.
+#[derive(Debug, Clone)]
 pub struct HostPort {
     /// Host name or address, without brackets.
     pub host: String,
     /// TCP port.
     pub port: u16,
+    /// TLS, with its trust and session cache; `None`: plaintext.
+    pub tls: Option<crate::tls::client::ClientTls>,
 }
+
+impl PartialEq for HostPort {
+    fn eq(&self, other: &Self) -> bool {
+        self.host == other.host
+            && self.port == other.port
+            && self.tls.is_some() == other.tls.is_some()
+    }
+}
+
+impl Eq for HostPort {}
 
 impl HostPort {
     /// Parses `HOST[:PORT]`, using `default_port` when none is given.
@@ -53,12 +66,14 @@ impl HostPort {
             return Ok(HostPort {
                 host: host.to_string(),
                 port,
+                tls: None,
             });
         }
         if s.parse::<Ipv6Addr>().is_ok() {
             return Ok(HostPort {
                 host: s.to_string(),
                 port: default_port,
+                tls: None,
             });
         }
         let (host, port) = match s.rsplit_once(':') {
@@ -74,6 +89,7 @@ impl HostPort {
         Ok(HostPort {
             host: host.to_string(),
             port,
+            tls: None,
         })
     }
 }
@@ -154,6 +170,28 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// Connects to `addr` as it asks: plain TCP, or TLS over it.
+///
+/// # Errors
+///
+/// As [`connect`], and [`ClientError::Tls`] when the server is not trusted
+/// or the handshake fails.
+pub async fn connect_stream(addr: &HostPort) -> Result<crate::tls::Stream, ClientError> {
+    let tcp = connect(addr).await?;
+    match &addr.tls {
+        None => Ok(crate::tls::Stream::Plain(tcp)),
+        Some(tls) => {
+            match tokio::time::timeout(CONNECT_TIMEOUT, tls.connect(&addr.host, tcp)).await {
+                Ok(Ok(s)) => Ok(crate::tls::Stream::Tls(Box::new(s.into()))),
+                Ok(Err(why)) => Err(ClientError::Tls(why)),
+                Err(_) => Err(ClientError::Tls(format!(
+                    "TLS handshake with {addr} timed out"
+                ))),
+            }
+        }
+    }
+}
+
 /// Resolves `addr` and connects to the first address that answers.
 ///
 /// # Errors
@@ -209,6 +247,7 @@ mod tests {
         let hp = |h: &str, port| HostPort {
             host: h.into(),
             port,
+            tls: None,
         };
         assert_eq!(p("localhost").unwrap(), hp("localhost", 8000));
         assert_eq!(p("127.0.0.1:9").unwrap(), hp("127.0.0.1", 9));
@@ -236,6 +275,7 @@ mod tests {
         let hp = |h: &str, port| HostPort {
             host: h.into(),
             port,
+            tls: None,
         };
         assert_eq!(t("localhost").path, None);
         assert_eq!(t("localhost:9000/a/b.txt").addr, hp("localhost", 9000));

@@ -495,18 +495,19 @@ async fn receive_into_file(
     if pos == end {
         return Ok(());
     }
+    // Plain TCP: socket to file in the kernel. Inside TLS the bytes must
+    // be decrypted in user space, so they are read and written.
     #[cfg(target_os = "linux")]
-    {
+    if let crate::tls::Stream::Plain(tcp) = conn.stream() {
         use crate::zerocopy::{splice_to_file, SpliceError};
-        splice_to_file(conn.stream(), file, pos, end - pos, advance)
+        return splice_to_file(tcp, file, pos, end - pos, advance)
             .await
             .map_err(|e| match e {
                 SpliceError::File(e) => ClientError::Output(e),
                 SpliceError::Socket(e) => ClientError::Connection(ConnectionError::Io(e)),
                 SpliceError::Eof => cut_short(remote),
-            })
+            });
     }
-    #[cfg(not(target_os = "linux"))]
     {
         let mut buf = vec![0u8; RECV_BUF];
         let mut write_error = None;

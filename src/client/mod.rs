@@ -25,7 +25,7 @@ use std::path::PathBuf;
 
 use tokio_util::sync::CancellationToken;
 
-pub use addr::{connect, HostPort, Target};
+pub use addr::{connect, connect_stream, HostPort, Target};
 pub use download::{
     download_job, download_to, fetch_file, local_name, receive, Bar, Downloaded, FileJob, Outcome,
     Progress, Restart,
@@ -111,6 +111,12 @@ pub enum ClientError {
     /// The downloaded bytes do not hash to what the server announced.
     #[error("hash mismatch: {0}: the received bytes differ from the server's file")]
     HashMismatch(String),
+    /// TLS failed: the server's certificate was not trusted (the reason
+    /// names the pin, CA or `known_hosts` line), or the handshake failed.
+    #[error("{0}")]
+    Tls(String),
+    /// The server requires TLS (or refuses something else about how we
+    /// connected).
     /// The peer is not a ferry server.
     #[error("{0} is not a ferry server (it answered something else)")]
     NotFerry(SocketAddr),
@@ -215,6 +221,7 @@ impl ClientError {
             ClientError::Refused(_)
                 | ClientError::Resolve { .. }
                 | ClientError::Connect { .. }
+                | ClientError::Tls(_)
                 | ClientError::Interrupted { .. }
         )
     }

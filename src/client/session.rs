@@ -5,10 +5,10 @@
 use std::io;
 use std::net::SocketAddr;
 
-use tokio::net::TcpStream;
+use crate::tls::Stream;
 use tracing::debug;
 
-use super::{connect, ClientError, HostPort};
+use super::{connect_stream, ClientError, HostPort};
 use crate::connection::{Connection, ConnectionError};
 use crate::display::escape_controls;
 use crate::protocol::{
@@ -19,7 +19,7 @@ use crate::protocol::{
 /// A native ferry session: connected, hello exchanged.
 #[derive(Debug)]
 pub struct Client {
-    conn: Connection<TcpStream>,
+    conn: Connection<Stream>,
     peer: SocketAddr,
 }
 
@@ -31,7 +31,7 @@ impl Client {
     /// Connection failures, `NotFerry`, or the server's refusal (e.g.
     /// `server busy`) as `Remote`.
     pub async fn connect(addr: &HostPort) -> Result<Self, ClientError> {
-        let stream = connect(addr).await?;
+        let stream = connect_stream(addr).await?;
         let client = Self::handshake(stream).await?;
         debug!(peer = %client.peer, "hello exchanged");
         Ok(client)
@@ -42,8 +42,9 @@ impl Client {
     /// # Errors
     ///
     /// As [`Client::connect`].
-    pub async fn handshake(stream: TcpStream) -> Result<Self, ClientError> {
+    pub async fn handshake(stream: Stream) -> Result<Self, ClientError> {
         let peer = stream
+            .tcp()
             .peer_addr()
             .map_err(|e| ClientError::Connection(e.into()))?;
         let mut conn = Connection::new(stream);
@@ -76,7 +77,7 @@ impl Client {
     }
 
     /// The framed connection, for receiving a body without copies.
-    pub(crate) fn connection(&mut self) -> &mut Connection<TcpStream> {
+    pub(crate) fn connection(&mut self) -> &mut Connection<Stream> {
         &mut self.conn
     }
 

@@ -45,6 +45,8 @@ pub enum ErrorCode {
     Timeout = 104,
     /// The server is shutting down.
     ShuttingDown = 105,
+    /// The server requires TLS and the connection is plaintext.
+    TlsRequired = 106,
 }
 
 /// A code this implementation does not know (sent by a newer peer).
@@ -59,7 +61,7 @@ impl ErrorCode {
     }
 
     /// Every defined code, for exhaustive tests.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::NotFound,
         ErrorCode::IsADirectory,
         ErrorCode::NotADirectory,
@@ -76,6 +78,7 @@ impl ErrorCode {
         ErrorCode::UnexpectedFrame,
         ErrorCode::Timeout,
         ErrorCode::ShuttingDown,
+        ErrorCode::TlsRequired,
     ];
 }
 
@@ -109,6 +112,7 @@ impl fmt::Display for ErrorCode {
             ErrorCode::UnexpectedFrame => "unexpected frame",
             ErrorCode::Timeout => "timed out",
             ErrorCode::ShuttingDown => "server shutting down",
+            ErrorCode::TlsRequired => "TLS required",
         };
         f.write_str(s)
     }

@@ -342,6 +342,7 @@ fn error_codes_match_the_spec_table() {
         (ErrorCode::UnexpectedFrame, 103),
         (ErrorCode::Timeout, 104),
         (ErrorCode::ShuttingDown, 105),
+        (ErrorCode::TlsRequired, 106),
     ];
     assert_eq!(table.len(), ErrorCode::ALL.len());
     for (code, number) in table {

@@ -74,6 +74,11 @@ pub struct Config {
     pub ack: String,
     /// Whether received messages are printed to stdout.
     pub print_messages: bool,
+    /// TLS on the port (connections whose first byte is a TLS handshake).
+    pub tls: Option<crate::tls::server::ServerTls>,
+    /// With TLS on, whether plaintext connections are still served (else
+    /// each is told, in its own protocol, that TLS is required).
+    pub allow_plaintext: bool,
 }
 
 impl Config {
@@ -88,6 +93,8 @@ impl Config {
             tutorial: TutorialMode::File,
             ack: DEFAULT_ACK.to_string(),
             print_messages: true,
+            tls: None,
+            allow_plaintext: false,
         }
     }
 
@@ -308,41 +315,55 @@ pub async fn run(
     Ok(())
 }
 
-/// Serves one accepted connection: sniffs its first bytes and hands it to
-/// the front-end of its protocol.
-async fn serve_connection(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    shared: &Shared,
-    handle: &ConnHandle,
-) {
+/// Serves one accepted connection: TLS first if it starts with a TLS
+/// handshake, then the front-end of its protocol (by ALPN, or by its first
+/// bytes).
+async fn serve_connection(tcp: TcpStream, peer: SocketAddr, shared: &Shared, handle: &ConnHandle) {
     let span = info_span!("conn", %peer);
-    let ctx = ConnCtx::new(peer, shared, handle);
+    let mut ctx = ConnCtx::new(peer, shared, handle);
     async move {
         debug!("connected");
         let started = std::time::Instant::now();
-        let (protocol, head) = match sniff::sniff(&mut stream, &ctx).await {
-            Ok(Some(x)) => x,
-            Ok(None) => {
-                debug!("disconnected without sending anything");
-                return;
-            }
+        let mut stream = match open(tcp, &ctx).await {
+            Ok(s) => s,
             Err(why) => {
                 debug!("closed before its protocol was known: {why}");
                 return;
             }
         };
-        debug!(?protocol, "protocol");
+        ctx.set_tls(stream.is_tls());
+        let by_alpn = match stream.alpn() {
+            Some(b"h2") => Some(sniff::Protocol::Http2),
+            Some(b"http/1.1") => Some(sniff::Protocol::Http),
+            Some(p) if p == crate::tls::ALPN_FERRY => Some(sniff::Protocol::Native),
+            _ => None,
+        };
+        let (protocol, head) = match by_alpn {
+            Some(p) => (p, Vec::new()),
+            None => match sniff::sniff(&mut stream, &ctx).await {
+                Ok(Some(x)) => x,
+                Ok(None) => {
+                    debug!("disconnected without sending anything");
+                    return;
+                }
+                Err(why) => {
+                    debug!("closed before its protocol was known: {why}");
+                    return;
+                }
+            },
+        };
+        debug!(?protocol, tls = stream.is_tls(), "protocol");
         let summary = match protocol {
             sniff::Protocol::Native => frontend::native::serve(stream, &head, &ctx)
                 .await
                 .to_string(),
             sniff::Protocol::Tls => {
-                // Reserved for TLS (a later version): nothing else starts so.
+                // A handshake inside TLS, or one too late: nothing to serve.
                 close_gracefully(stream).await;
-                "TLS is not supported".to_string()
+                "TLS inside TLS refused".to_string()
             }
             sniff::Protocol::Http => frontend::http::serve(stream, head, &ctx).await,
+            sniff::Protocol::Http2 => frontend::http::serve_h2(stream, head, &ctx).await,
             sniff::Protocol::Tutorial => frontend::tutorial::serve(stream, &head, &ctx).await,
         };
         debug!(
@@ -352,6 +373,38 @@ async fn serve_connection(
     }
     .instrument(span)
     .await;
+}
+
+/// Waits for the first byte (without taking it) and, if it opens a TLS
+/// handshake, runs the handshake, bounded by the idle timeout.
+///
+/// # Errors
+///
+/// Why the connection ended before it could be served: no byte, TLS not
+/// on, a failed or too slow handshake.
+async fn open(tcp: TcpStream, ctx: &ConnCtx<'_>) -> Result<crate::tls::Stream, String> {
+    let mut first = [0u8; 1];
+    match ctx.wait(tcp.peek(&mut first)).await {
+        Ok(Ok(0)) => return Err("disconnected without sending anything".into()),
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(format!("read failed: {e}")),
+        Err(stop) => return Err(stop.to_string()),
+    }
+    if sniff::classify(&first) != Some(sniff::Protocol::Tls) {
+        return Ok(crate::tls::Stream::Plain(tcp));
+    }
+    let Some(tls) = &ctx.config().tls else {
+        close_gracefully(crate::tls::Stream::Plain(tcp)).await;
+        return Err("a TLS handshake, but TLS is off (serve --tls)".into());
+    };
+    match ctx.wait(tls.acceptor().accept(tcp)).await {
+        Ok(Ok(s)) => Ok(crate::tls::Stream::Tls(Box::new(s.into()))),
+        Ok(Err(e)) => {
+            info!("TLS handshake failed: {e}");
+            Err(format!("TLS handshake failed: {e}"))
+        }
+        Err(stop) => Err(format!("TLS handshake: {stop}")),
+    }
 }
 
 /// Why a connection stopped waiting for its next request.
@@ -417,5 +470,5 @@ async fn reject_busy(mut stream: TcpStream) {
     if let Some(out) = answer {
         let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&out)).await;
     }
-    close_gracefully(stream).await;
+    close_gracefully(crate::tls::Stream::Plain(stream)).await;
 }

@@ -15,7 +15,6 @@
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 
 use super::frontend::ConnCtx;
 use crate::protocol::MAGIC;
@@ -29,6 +28,9 @@ pub(crate) const NAME_QUIET: Duration = Duration::from_millis(100);
 /// longer than this is not taken for HTTP.
 const MAX_SNIFF: usize = 8 * 1024;
 
+/// The start of HTTP/2's connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
+
 /// Longest HTTP method name accepted.
 const MAX_METHOD: usize = 16;
 
@@ -38,6 +40,8 @@ pub(crate) enum Protocol {
     Native,
     Tls,
     Http,
+    /// HTTP/2 with prior knowledge (its connection preface).
+    Http2,
     Tutorial,
 }
 
@@ -49,7 +53,7 @@ pub(crate) enum Protocol {
 /// Why no first byte arrived (idle timeout, eviction, shutdown), or the
 /// socket's error.
 pub(crate) async fn sniff(
-    stream: &mut TcpStream,
+    stream: &mut crate::tls::Stream,
     ctx: &ConnCtx<'_>,
 ) -> Result<Option<(Protocol, Vec<u8>)>, String> {
     let mut head = vec![0u8; MAX_SNIFF];
@@ -93,6 +97,10 @@ pub(crate) fn classify(b: &[u8]) -> Option<Protocol> {
         None => None,
         Some(&x) if x == MAGIC[0] => Some(Protocol::Native),
         Some(0x16) => Some(Protocol::Tls),
+        Some(b'P') if b.len() >= H2_PREFACE.len() && b.starts_with(H2_PREFACE) => {
+            Some(Protocol::Http2)
+        }
+        Some(b'P') if H2_PREFACE.starts_with(b) => None,
         Some(_) => match request_line(b) {
             Line::Yes => Some(Protocol::Http),
             Line::No => Some(Protocol::Tutorial),
@@ -159,6 +167,9 @@ mod tests {
             (b"\x89", Some(Native)),
             (b"\x16\x03\x01", Some(Tls)),
             (b"GET / HTTP/1.1\r\n", Some(Http)),
+            (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", Some(Http2)),
+            (b"PRI * HTTP/2", None),
+            (b"PRINT.txt", Some(Tutorial)),
             (b"HEAD /a%20b HTTP/1.0\r\n", Some(Http)),
             (b"GET / HTTP/1.", Some(Http)),
             (b"GET / HTTP/", None),

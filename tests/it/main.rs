@@ -12,5 +12,6 @@ mod hardening;
 mod hostile;
 mod http;
 mod native;
+mod tls;
 mod tree;
 mod tutorial;

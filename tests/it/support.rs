@@ -38,19 +38,24 @@ impl Server {
 
     /// Serves `root` on `bind` (e.g. "::1"), port 0, with extra flags.
     pub fn start_on(root: &Path, bind: &str, extra: &[&str]) -> Server {
-        Self::spawn(Some(root), root, bind, extra, Some("debug"))
+        Self::spawn(Some(root), root, bind, extra, Some("debug"), &[])
+    }
+
+    /// Serves `root` on 127.0.0.1 port 0 with extra flags and environment.
+    pub fn start_env(root: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Self::spawn(Some(root), root, "127.0.0.1", extra, Some("debug"), env)
     }
 
     /// `ferry serve ARGS` run in `cwd` with no directory argument, on
     /// 127.0.0.1 port 0, logging at `rust_log` (`None`: the default level).
     pub fn start_in(cwd: &Path, extra: &[&str], rust_log: Option<&str>) -> Server {
-        Self::spawn(None, cwd, "127.0.0.1", extra, rust_log)
+        Self::spawn(None, cwd, "127.0.0.1", extra, rust_log, &[])
     }
 
     /// Serves `root` on 127.0.0.1 port 0, logging at `rust_log` (`None`:
     /// the default level a user gets).
     pub fn start_logging(root: &Path, extra: &[&str], rust_log: Option<&str>) -> Server {
-        Self::spawn(Some(root), root, "127.0.0.1", extra, rust_log)
+        Self::spawn(Some(root), root, "127.0.0.1", extra, rust_log, &[])
     }
 
     fn spawn(
@@ -59,13 +64,18 @@ impl Server {
         bind: &str,
         extra: &[&str],
         rust_log: Option<&str>,
+        env: &[(&str, &str)],
     ) -> Server {
         let mut cmd = Command::new(ferry_bin());
+        cmd.envs(env.iter().copied());
         cmd.arg("serve");
         if let Some(d) = dir {
             cmd.arg(d);
         }
-        cmd.args(["--port", "0", "--bind", bind])
+        if !extra.contains(&"--port") {
+            cmd.args(["--port", "0"]);
+        }
+        cmd.args(["--bind", bind])
             .args(extra)
             .current_dir(cwd)
             .stdin(Stdio::null())

@@ -17,8 +17,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::tls::Stream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::registry::{ConnHandle, ConnState};
 use super::{Config, Shared, Stop};
@@ -36,6 +36,7 @@ pub(crate) struct ConnCtx<'a> {
     pub(crate) peer: SocketAddr,
     shared: &'a Shared,
     handle: &'a ConnHandle,
+    tls: bool,
 }
 
 impl<'a> ConnCtx<'a> {
@@ -44,7 +45,24 @@ impl<'a> ConnCtx<'a> {
             peer,
             shared,
             handle,
+            tls: false,
         }
+    }
+
+    /// Records that the connection is encrypted.
+    pub(crate) fn set_tls(&mut self, tls: bool) {
+        self.tls = tls;
+    }
+
+    /// Whether the connection is encrypted.
+    pub(crate) fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// Whether this connection is plaintext on a port that requires TLS:
+    /// its front-end tells it so and serves nothing.
+    pub(crate) fn plaintext_refused(&self) -> bool {
+        !self.tls && self.shared.config.tls.is_some() && !self.shared.config.allow_plaintext
     }
 
     /// The file service every request goes to.
@@ -117,7 +135,7 @@ impl<'a> ConnCtx<'a> {
 /// and time) before closing. Closing a socket that has unread input makes
 /// the kernel send a reset, which can destroy the error frame we just sent
 /// before the peer reads it.
-pub(crate) async fn close_gracefully(mut stream: TcpStream) {
+pub(crate) async fn close_gracefully(mut stream: Stream) {
     let _ = stream.shutdown().await;
     let drain = async {
         let mut buf = [0u8; 4096];

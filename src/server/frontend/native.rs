@@ -9,7 +9,7 @@
 use std::fmt;
 use std::time::Instant;
 
-use tokio::net::TcpStream;
+use crate::tls::Stream;
 use tracing::{debug, info, warn};
 
 use super::{close_gracefully, ConnCtx};
@@ -65,7 +65,7 @@ enum End {
 }
 
 /// Serves a native ferry client whose first byte(s) were already read.
-pub(crate) async fn serve(stream: TcpStream, already_read: &[u8], ctx: &ConnCtx<'_>) -> Summary {
+pub(crate) async fn serve(stream: Stream, already_read: &[u8], ctx: &ConnCtx<'_>) -> Summary {
     let mut conn = Connection::with_buffered(stream, already_read);
     conn.set_write_limit(ctx.write_limit());
     let mut summary = Summary::default();
@@ -118,7 +118,7 @@ fn from_conn_error(e: ConnectionError) -> End {
 
 /// Waits for the next frame as an evictable, time-limited wait.
 async fn next_frame(
-    conn: &mut Connection<TcpStream>,
+    conn: &mut Connection<Stream>,
     ctx: &ConnCtx<'_>,
 ) -> Result<Option<Frame>, End> {
     match ctx.wait(conn.read_frame()).await {
@@ -128,7 +128,7 @@ async fn next_frame(
     }
 }
 
-async fn run(conn: &mut Connection<TcpStream>, ctx: &ConnCtx<'_>, summary: &mut Summary) -> End {
+async fn run(conn: &mut Connection<Stream>, ctx: &ConnCtx<'_>, summary: &mut Summary) -> End {
     match ctx.wait(conn.read_magic()).await {
         Ok(Ok(true)) => {}
         Ok(Ok(false)) => return End::Closed,
@@ -153,6 +153,12 @@ async fn run(conn: &mut Connection<TcpStream>, ctx: &ConnCtx<'_>, summary: &mut 
             format!("expected Hello, got {}", hello.name()),
         );
     };
+    if ctx.plaintext_refused() {
+        return fatal(
+            ErrorCode::TlsRequired,
+            "this server requires TLS: connect with --tls",
+        );
+    }
     if version == 0 {
         return fatal(
             ErrorCode::UnsupportedVersion,
@@ -228,7 +234,7 @@ fn path_error_frame(e: &PathError, path: &[u8]) -> Frame {
 }
 
 async fn handle_get(
-    conn: &mut Connection<TcpStream>,
+    conn: &mut Connection<Stream>,
     ctx: &ConnCtx<'_>,
     g: GetRequest,
     summary: &mut Summary,
@@ -318,7 +324,7 @@ async fn handle_get(
     Ok(())
 }
 
-fn handle_stat(conn: &mut Connection<TcpStream>, ctx: &ConnCtx<'_>, path: &[u8]) {
+fn handle_stat(conn: &mut Connection<Stream>, ctx: &ConnCtx<'_>, path: &[u8]) {
     match ctx.service().stat(path) {
         Ok(info) => {
             info!(path = %shown(path), "STAT");
@@ -341,7 +347,7 @@ fn stat_reply(ctx: &ConnCtx<'_>, info: &FileInfo) -> StatReply {
 }
 
 async fn handle_list(
-    conn: &mut Connection<TcpStream>,
+    conn: &mut Connection<Stream>,
     ctx: &ConnCtx<'_>,
     path: &[u8],
 ) -> Result<(), End> {

@@ -8,8 +8,8 @@
 //! * **messages**: the client sends text; the server prints each chunk it
 //!   receives until the client closes, and answers `已收到你的信息` to each.
 
+use crate::tls::Stream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tracing::{info, warn};
 
 use super::{close_gracefully, ConnCtx};
@@ -24,7 +24,20 @@ const MAX_NAME: usize = 1024;
 /// Serves a connection of the tutorial's protocol whose first bytes,
 /// `head`, were already read. Returns a summary for the disconnect log
 /// line.
-pub(crate) async fn serve(stream: TcpStream, head: &[u8], ctx: &ConnCtx<'_>) -> String {
+pub(crate) async fn serve(mut stream: Stream, head: &[u8], ctx: &ConnCtx<'_>) -> String {
+    if ctx.plaintext_refused() {
+        // Said once, then closed: the tutorial's client would save this
+        // line as its file, but it has no way to speak TLS anyway.
+        let _ = ctx
+            .write_limit()
+            .run(
+                stream
+                    .write_all(b"this server requires TLS (ferry get --tls); plaintext refused\n"),
+            )
+            .await;
+        close_gracefully(stream).await;
+        return "tutorial client refused: TLS required".to_string();
+    }
     match ctx.config().tutorial {
         TutorialMode::Off => {
             info!("tutorial client refused (--tutorial off)");
@@ -38,7 +51,7 @@ pub(crate) async fn serve(stream: TcpStream, head: &[u8], ctx: &ConnCtx<'_>) -> 
 
 /// Reads a file name: up to a newline, the client's half-close, a quiet
 /// period once bytes have arrived, or [`MAX_NAME`] bytes.
-async fn read_name(stream: &mut TcpStream, head: &[u8]) -> std::io::Result<Vec<u8>> {
+async fn read_name(stream: &mut Stream, head: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut name = head[..head.len().min(MAX_NAME)].to_vec();
     let mut buf = [0u8; MAX_NAME];
     while !name.contains(&b'\n') && name.len() < MAX_NAME {
@@ -58,7 +71,7 @@ async fn read_name(stream: &mut TcpStream, head: &[u8]) -> std::io::Result<Vec<u
     Ok(name)
 }
 
-async fn serve_file(mut stream: TcpStream, head: &[u8], ctx: &ConnCtx<'_>) -> String {
+async fn serve_file(mut stream: Stream, head: &[u8], ctx: &ConnCtx<'_>) -> String {
     let name = match ctx.wait(read_name(&mut stream, head)).await {
         Ok(Ok(name)) => name,
         Ok(Err(e)) => return format!("tutorial: read failed: {e}"),
@@ -96,14 +109,18 @@ async fn serve_file(mut stream: TcpStream, head: &[u8], ctx: &ConnCtx<'_>) -> St
     format!("tutorial: sent {shown} ({} bytes)", info.size)
 }
 
-async fn serve_messages(mut stream: TcpStream, head: &[u8], ctx: &ConnCtx<'_>) -> String {
+async fn serve_messages(mut stream: Stream, head: &[u8], ctx: &ConnCtx<'_>) -> String {
     let limit = ctx.write_limit();
     let mut buf = vec![0u8; 64 * 1024];
     let mut len = head.len().min(buf.len());
     buf[..len].copy_from_slice(&head[..len]);
     // The rest of the first chunk is likely already here: take it so the
     // chunk prints as one line, as the tutorial's recv(1024) would.
-    len += stream.try_read(&mut buf[len..]).unwrap_or(0);
+    if let Ok(Ok(n)) =
+        tokio::time::timeout(std::time::Duration::ZERO, stream.read(&mut buf[len..])).await
+    {
+        len += n;
+    }
     let mut count = 0u64;
     loop {
         count += 1;

@@ -21,9 +21,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::tls::Stream;
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::time::Sleep;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
@@ -36,7 +36,7 @@ pub(crate) type InFlight = Arc<AtomicUsize>;
 
 /// The TCP stream under hyper.
 pub(crate) struct HttpIo {
-    stream: TcpStream,
+    stream: Stream,
     head: Bytes,
     idle: Duration,
     in_flight: InFlight,
@@ -49,7 +49,7 @@ pub(crate) struct HttpIo {
 
 impl HttpIo {
     pub(crate) fn new(
-        stream: TcpStream,
+        stream: Stream,
         head: Vec<u8>,
         idle: Duration,
         in_flight: InFlight,
@@ -134,7 +134,7 @@ impl HttpIo {
     fn write_step<T>(
         &mut self,
         cx: &mut Context<'_>,
-        step: impl FnOnce(Pin<&mut TcpStream>, &mut Context<'_>) -> Poll<io::Result<T>>,
+        step: impl FnOnce(Pin<&mut Stream>, &mut Context<'_>) -> Poll<io::Result<T>>,
     ) -> Poll<io::Result<T>> {
         match step(Pin::new(&mut self.stream), cx) {
             Poll::Ready(r) => {

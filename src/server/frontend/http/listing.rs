@@ -147,6 +147,9 @@ pub(crate) struct Page<'a> {
     pub(crate) view: View,
     /// `host:port` as the browser addressed us (for the commands shown).
     pub(crate) host: String,
+    /// Whether the page came over TLS: the commands then use `https://`
+    /// and `ferry get --tls`.
+    pub(crate) tls: bool,
     /// A fresh nonce for the page's one script.
     pub(crate) nonce: String,
 }
@@ -316,6 +319,11 @@ impl Page<'_> {
 
     fn commands(&self, out: &mut String, dir_href: &str) {
         let host = html(&self.host);
+        let (scheme, tls) = if self.tls {
+            ("https", "--tls ")
+        } else {
+            ("http", "")
+        };
         let name = self.path.rsplit('/').next().filter(|n| !n.is_empty());
         let tree = if self.path.is_empty() { "." } else { self.path };
         let tar_name = format!("{}.tar", name.unwrap_or("files"));
@@ -327,8 +335,8 @@ impl Page<'_> {
         let _ = write!(
             out,
             "<details open><summary>Fetch this from a terminal</summary><pre>\
-             ferry get -r {host} {} -o .\n\
-             curl -o {} 'http://{host}{}?archive=tar'",
+             ferry get {tls}-r {host} {} -o .\n\
+             curl -o {} '{scheme}://{host}{}?archive=tar'",
             html(&shell_word(tree)),
             html(&shell_word(&tar_name)),
             html(dir_href)
@@ -341,7 +349,7 @@ impl Page<'_> {
             };
             let _ = write!(
                 out,
-                "\nferry get {host} {}\ncurl -O 'http://{host}{}'",
+                "\nferry get {tls}{host} {}\ncurl -O '{scheme}://{host}{}'",
                 html(&shell_word(&full)),
                 html(&href(&full))
             );

@@ -22,12 +22,12 @@ use std::convert::Infallible;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
+use crate::tls::Stream;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpStream;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tracing::debug;
 
 use self::body::{AccessLog, Body};
@@ -41,26 +41,14 @@ const MAX_HEAD: usize = 64 * 1024;
 /// Most header fields in a request.
 const MAX_HEADERS: usize = 100;
 
-/// Serves an HTTP connection whose first bytes, `head`, were read by the
-/// sniffer. Returns a summary for the disconnect log line.
-pub(crate) async fn serve(stream: TcpStream, head: Vec<u8>, ctx: &ConnCtx<'_>) -> String {
+/// Serves an HTTP/1.1 connection whose first bytes, `head`, were read by
+/// the sniffer. Returns a summary for the disconnect log line.
+pub(crate) async fn serve(stream: Stream, head: Vec<u8>, ctx: &ConnCtx<'_>) -> String {
     let in_flight: InFlight = Arc::new(AtomicUsize::new(0));
     let idle = ctx.config().idle_timeout;
-    let io = HttpIo::new(
-        stream,
-        head,
-        idle,
-        in_flight.clone(),
-        ctx.activity(),
-        ctx.write_limit_watch(),
-        ctx.evict_token(),
-    );
+    let io = http_io(stream, head, ctx, &in_flight);
     let requests = AtomicUsize::new(0);
-    let service = service_fn(|req| {
-        requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let response = handle(req, ctx, &in_flight);
-        async move { Ok::<_, Infallible>(response) }
-    });
+    let service = service_fn(|req| answer(req, ctx, &in_flight, &requests));
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -87,11 +75,91 @@ pub(crate) async fn serve(stream: TcpStream, head: Vec<u8>, ctx: &ConnCtx<'_>) -
             conn.await
         }
     };
+    summary("http", &requests, res)
+}
+
+/// Serves an HTTP/2 connection (ALPN `h2`, or the preface in `head`):
+/// the same answers as HTTP/1.1, each stream its own task.
+pub(crate) async fn serve_h2(stream: Stream, head: Vec<u8>, ctx: &ConnCtx<'_>) -> String {
+    let in_flight: InFlight = Arc::new(AtomicUsize::new(0));
+    let io = http_io(stream, head, ctx, &in_flight);
+    let requests = AtomicUsize::new(0);
+    let service = service_fn(|req| answer(req, ctx, &in_flight, &requests));
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEAD as u32)
+        .max_concurrent_streams(100);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let res = tokio::select! {
+        r = conn.as_mut() => r,
+        () = ctx.shutdown().cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    summary("http/2", &requests, res)
+}
+
+fn http_io(stream: Stream, head: Vec<u8>, ctx: &ConnCtx<'_>, in_flight: &InFlight) -> HttpIo {
+    HttpIo::new(
+        stream,
+        head,
+        ctx.config().idle_timeout,
+        in_flight.clone(),
+        ctx.activity(),
+        ctx.write_limit_watch(),
+        ctx.evict_token(),
+    )
+}
+
+/// One request's answer, as hyper's service wants it.
+fn answer(
+    req: Request<Incoming>,
+    ctx: &ConnCtx<'_>,
+    in_flight: &InFlight,
+    requests: &AtomicUsize,
+) -> impl std::future::Future<Output = Result<Response<Body>, Infallible>> + Send + 'static {
+    requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let response = if ctx.plaintext_refused() {
+        to_https(
+            &req,
+            AccessLog::new(req.method().as_str(), req.uri().path(), in_flight),
+        )
+    } else {
+        handle(req, ctx, in_flight)
+    };
+    async move { Ok(response) }
+}
+
+fn summary(what: &str, requests: &AtomicUsize, res: Result<(), hyper::Error>) -> String {
     let n = requests.load(std::sync::atomic::Ordering::Relaxed);
     match res {
-        Ok(()) => format!("http: {n} request(s)"),
-        Err(e) => format!("http: {n} request(s); {e}"),
+        Ok(()) => format!("{what}: {n} request(s)"),
+        Err(e) => format!("{what}: {n} request(s); {e}"),
     }
+}
+
+/// Plaintext on a port that requires TLS: a redirect to the same URL over
+/// https (the same port).
+fn to_https(req: &Request<Incoming>, log: AccessLog) -> Response<Body> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or("localhost");
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let mut r = text(
+        StatusCode::PERMANENT_REDIRECT,
+        "this server requires TLS: use https://",
+        log,
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("https://{host}{target}")) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
 }
 
 /// A response of `status` with a one-line text body.
@@ -272,6 +340,7 @@ fn directory(
             entries,
             view: listing::View::from_query(query),
             host,
+            tls: ctx.is_tls(),
             nonce: nonce(),
         };
         let csp = page.csp();
