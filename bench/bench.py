@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import hashlib
 import datetime
 import json
 import mmap
@@ -23,6 +24,7 @@ import select
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -68,7 +70,7 @@ LOSSY_DELAY_MS = env_float("FB_LOSSY_DELAY_MS", 25.0)  # one way: RTT is twice t
 LOSSY_LOSS_PCT = env_float("FB_LOSSY_LOSS_PCT", 0.5)  # each way
 LOSSY_CC = os.environ.get("FB_LOSSY_CC", "cubic")  # congestion control inside the namespaces
 LOSSY_EMU = os.environ.get("FB_LOSSY_EMU", "auto")  # auto | netem | linkem
-SCENARIOS = {s.strip() for s in os.environ.get("FB_SCENARIOS", "1,2,3,4,5,6").split(",") if s.strip()}
+SCENARIOS = {s.strip() for s in os.environ.get("FB_SCENARIOS", "1,2,3,4,5,6,7").split(",") if s.strip()}
 DUFS = os.environ.get("FB_DUFS") or shutil.which("dufs") or str(Path.home() / ".cargo/bin/dufs")
 MINISERVE = os.environ.get("FB_MINISERVE") or shutil.which("miniserve") or str(Path.home() / ".cargo/bin/miniserve")
 TMPFS = Path(os.environ.get("FB_TMPFS", "/dev/shm"))
@@ -428,7 +430,7 @@ def start_ferry(root: Path, *, host="127.0.0.1", netns=None, extra=()) -> Server
     return Server("ferry", p, host, port, [p.pid])
 
 
-def start_nginx(root: Path, *, host="127.0.0.1", netns=None) -> Server:
+def start_nginx(root: Path, *, host="127.0.0.1", netns=None, tls=None) -> Server:
     tmp = Path(tempfile.mkdtemp(prefix="nginx-", dir=OUT))
     CLEANUP_PATHS.append(tmp)
     port = free_port() if not netns else random.randint(20000, 40000)
@@ -457,7 +459,8 @@ http {{
     scgi_temp_path {tmp}/scgi;
     default_type application/octet-stream;
     server {{
-        listen {host}:{port} backlog=4096;
+        listen {host}:{port}{" ssl" if tls else ""} backlog=4096;
+        {f"ssl_certificate {tls[0]}; ssl_certificate_key {tls[1]}; ssl_session_cache shared:ferrybench:1m;" if tls else ""}
         root {root};
         location / {{ }}
     }}
@@ -1283,6 +1286,71 @@ def scenario6(files) -> None:
         srv.stop()
 
 
+def scenario7(files) -> None:
+    """TLS: the same certificate (ECDSA P-256, self-signed, made by openssl)
+    for nginx and ferry; curl as the client of both; and ferry's own client
+    over TLS against plaintext, same server, same run."""
+    big = files["big"]
+    size = big.stat().st_size
+    out = OUT / "s7"
+    rm(out)
+    out.mkdir(parents=True)
+    cert, key = out / "cert.pem", out / "key.pem"
+    sh("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+       "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=ferry bench",
+       "-addext", "subjectAltName=IP:127.0.0.1")
+    nginx = start_nginx(DATA, tls=(cert, key))
+    ferry = start_ferry(DATA, extra=("--tls-cert", str(cert), "--tls-key", str(key), "--allow-plaintext"))
+    fp = "sha256:" + hashlib.sha256(ssl.PEM_cert_to_DER_cert(cert.read_text())).hexdigest()
+    NOTES.append("scenario 7: " + subprocess.run(["openssl", "version"], capture_output=True, text=True).stdout.strip()
+                 + " (nginx's TLS); ferry: rustls with ring; no kernel TLS on either side")
+    desc = f"TLS: 1 file of {size // MiB} MiB, page cache warm, same certificate"
+    c_ngx = cell("7", desc, "nginx (TLS) + curl", "/dev/null", "GB/s", "tls-curl", False)
+    c_fer = cell("7", "", "ferry serve --tls + curl", "/dev/null", "GB/s", "tls-curl", True)
+    c_get = cell("7", "", "ferry get --tls -o - > /dev/null", "/dev/null", "GB/s", "tls-get", True)
+    c_plain = cell("7", "", "ferry get (plaintext) -o - > /dev/null", "/dev/null", "GB/s", "tls-get", False)
+
+    def url(srv: Server) -> str:
+        return f"https://{srv.hostport}/{rel(big)}"
+
+    def by_curl(srv: Server, c: Cell) -> None:
+        warm([big])
+        before = srv.cpu()
+        with tempfile.TemporaryFile() as meta:
+            r = run_timed(["curl", "-sSf", "--cacert", cert, "-o", "/dev/null", "-w", "%{size_download}", url(srv)],
+                          stdout=meta)
+            meta.seek(0)
+            got = meta.read().decode(errors="replace").strip()
+        srv_cpu = srv.cpu() - before
+        if r.rc == 0 and got == str(size):
+            record(c, size / r.elapsed / 1e9, srv_cpu=srv_cpu, srv_bytes=size, cli_cpu=r.cpu, cli_bytes=size)
+        else:
+            record(c, None)
+
+    def by_ferry(c: Cell, tls: bool) -> None:
+        # --pin: trust exactly this certificate; no known_hosts is written.
+        warm([big])
+        before = ferry.cpu()
+        extra = ["--pin", fp] if tls else []
+        with open(os.devnull, "wb") as devnull:
+            r = run_timed([FERRY, "get", "-q", *extra, ferry.hostport, rel(big), "-o", "-"], stdout=devnull)
+        srv_cpu = ferry.cpu() - before
+        record(c, size / r.elapsed / 1e9 if r.rc == 0 else None, srv_cpu=srv_cpu, srv_bytes=size, cli_cpu=r.cpu,
+               cli_bytes=size)
+
+    # Untimed: ferry hashes the file once, both servers warm up.
+    for srv in (nginx, ferry):
+        run_timed(["curl", "-sSf", "--cacert", cert, "-o", "/dev/null", url(srv)])
+    for r in range(N):
+        log(f"scenario 7, round {r + 1}/{N}")
+        for srv, c in rotated([(nginx, c_ngx), (ferry, c_fer)], r):
+            by_curl(srv, c)
+        for c, tls in rotated([(c_get, True), (c_plain, False)], r):
+            by_ferry(c, tls)
+    nginx.stop()
+    ferry.stop()
+
+
 # ---------------------------------------------------------------- table
 def machine() -> str:
     cpu = "unknown CPU"
@@ -1385,6 +1453,10 @@ def aims(refs) -> str:
         c_p = [c.median() for c in CELLS if c.scen == "6" and c.group == "http-tree" and c.tool.startswith(peer)]
         line(f"HTTP, {TREE_FILES}×{TREE_KIB} KiB over one keep-alive curl: ferry ÷ {peer}",
              c_f[0] if c_f else None, c_p[0] if c_p else None, 1)
+    line(f"TLS, {BIG_MIB} MiB by curl, same certificate: ferry ÷ nginx", med("7", "ferry serve --tls"),
+         med("7", "nginx (TLS)"), 1)
+    line(f"TLS, {BIG_MIB} MiB: ferry get --tls ÷ plaintext ferry get", med("7", "ferry get --tls"),
+         med("7", "ferry get (plaintext)"), 0.7)
     return "\n".join(out)
 
 
@@ -1402,7 +1474,7 @@ def main() -> int:
     files = make_data()
     log(f"data ready ({time.monotonic() - t0:.0f} s)")
     for name, fn in (("1", scenario1), ("2", scenario2), ("3", scenario3), ("4", scenario4), ("5", scenario5),
-                     ("6", scenario6)):
+                     ("6", scenario6), ("7", scenario7)):
         if name in SCENARIOS:
             ts = time.monotonic()
             try:

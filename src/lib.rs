@@ -1,7 +1,8 @@
 //! ferry moves files over TCP: a server that serves a directory to many
 //! clients at once, and a client that downloads from it, fast, resumably and
 //! verified, plus a small "send a message, get an acknowledgement" mode;
-//! browsers, curl and wget are served on the same port over HTTP. It
+//! browsers, curl and wget are served on the same port over HTTP, and every
+//! protocol can run inside TLS. It
 //! grew from a Python socket tutorial (four small programs: two message
 //! servers, a prompt client and a file downloader) and still speaks
 //! that tutorial's protocol.
@@ -14,6 +15,7 @@
 //! | [`connection`] | framed IO over any `AsyncRead + AsyncWrite`: read a frame, queue/flush frames, step out of framing for raw file bodies. |
 //! | `zerocopy` | file bodies via `sendfile(2)`, header and body in one segment. |
 //! | [`storage`] | where served bytes come from: `SafeRoot` (opens beneath the root, never outside, hidden files left out) and `HashCache` (BLAKE3 per file version, rationed). |
+//! | [`tls`] | TLS on the port, both ends (rustls): `Stream` (plain or TLS, zero-copy only when plain), the server's certificate (given, or generated once and kept), the client's trust (pin, CA, trust on first use in `known_hosts`). |
 //! | [`service`] | the protocol-neutral file service (open, stat, list, hash) every front-end calls. |
 //! | [`server`] | accept loop, connection limits and eviction (idle and stalled connections), graceful shutdown; `sniff` (first bytes → protocol); front-ends for native ferry, the tutorial's protocol and HTTP/1.1 (hyper: files with ranges and validators, HTML/JSON listings, tar/zip archives), which only translate their wire to the service and never import each other. |
 //! | [`client`] | addresses (`HOST[:PORT][/PATH]`, `ferry://`), the native session, downloads through `PartFile` with resume and verification: one stream, split over connections (`-j`, resumable), whole trees; where they are saved (`-o`); the tutorial's servers (`client::tutorial`). |
