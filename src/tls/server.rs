@@ -76,6 +76,9 @@ impl ServerTls {
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
             .with_single_cert(chain, key)?;
+        // Our order (AES-128-GCM first), not the client's: curl and
+        // browsers list AES-256 first.
+        config.ignore_client_order = true;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ALPN_FERRY.to_vec()];
         // Resumption: stateful sessions (rustls' default cache) plus
         // tickets, so many short connections skip the full handshake.
