@@ -552,6 +552,7 @@ mod tests {
             tx.queue(&Frame::Hello {
                 version: 1,
                 caps: 0,
+                token: None,
             });
             tx.queue(&Frame::Trailer { hash: [7; 32] });
             tx.queue_raw(b"0123456789");
@@ -563,7 +564,8 @@ mod tests {
             rx.read_frame().await.unwrap(),
             Some(Frame::Hello {
                 version: 1,
-                caps: 0
+                caps: 0,
+                token: None,
             })
         );
         assert_eq!(

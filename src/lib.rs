@@ -26,6 +26,7 @@
 //! `thiserror` enums per layer, `anyhow` only in `cli`. Logging is
 //! `tracing`; only `cli` installs a subscriber.
 
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod connection;

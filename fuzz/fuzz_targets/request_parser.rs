@@ -92,6 +92,8 @@ enum Item {
     Hello {
         version: u16,
         caps: u64,
+        /// Sent (after `caps`) when `caps` has the TOKEN bit.
+        token: Vec<u8>,
     },
     /// A correctly length-prefixed frame of any type and payload.
     RawFrame {
@@ -105,7 +107,7 @@ enum Item {
 #[derive(Arbitrary, Debug)]
 struct Input {
     magic: Magic,
-    hello: Option<(u16, u64)>,
+    hello: Option<(u16, u64, Vec<u8>)>,
     items: Vec<Item>,
     /// Sizes of the successive reads (cycled); empty means one read.
     reads: Vec<u16>,
@@ -133,10 +135,8 @@ fuzz_target!(|input: Input| {
     let mut stream = magic_bytes;
     let frames_start = stream.len();
     let mut expected = Vec::new();
-    if let Some((version, caps)) = input.hello {
-        let f = Frame::Hello { version, caps };
-        f.encode(&mut stream);
-        expected.push(Expect::Frame(f));
+    if let Some((version, caps, token)) = input.hello {
+        expected.push(encode_hello(version, caps, token, &mut stream));
     }
     for item in &input.items {
         expected.push(encode_item(item, &mut stream));
@@ -292,14 +292,11 @@ fn encode_item(item: &Item, out: &mut Vec<u8>) -> Expect {
             f.encode(out);
             Expect::Frame(f)
         }
-        Item::Hello { version, caps } => {
-            let f = Frame::Hello {
-                version: *version,
-                caps: *caps,
-            };
-            f.encode(out);
-            Expect::Frame(f)
-        }
+        Item::Hello {
+            version,
+            caps,
+            token,
+        } => encode_hello(*version, *caps, token.clone(), out),
         Item::RawFrame { ty, payload } => {
             put_frame(out, *ty, payload);
             Expect::Unknown
@@ -479,4 +476,28 @@ fn block_on<F: Future>(f: F) -> F::Output {
         Poll::Ready(out) => out,
         Poll::Pending => panic!("an in-memory read returned Pending"),
     }
+}
+
+/// A `Hello`, with its token when `caps` asks for one; an over-long token
+/// is written by hand and must be refused.
+fn encode_hello(version: u16, caps: u64, token: Vec<u8>, out: &mut Vec<u8>) -> Expect {
+    let token = (caps & ferry::protocol::caps::TOKEN != 0).then_some(token);
+    if token
+        .as_ref()
+        .is_some_and(|t| t.len() > ferry::protocol::MAX_TOKEN_LEN)
+    {
+        let mut payload = Vec::new();
+        payload.extend_from_slice(&version.to_be_bytes());
+        payload.extend_from_slice(&caps.to_be_bytes());
+        put_bytes(&mut payload, token.as_deref().unwrap_or_default());
+        put_frame(out, 0x01, &payload);
+        return Expect::Error;
+    }
+    let f = Frame::Hello {
+        version,
+        caps,
+        token,
+    };
+    f.encode(out);
+    Expect::Frame(f)
 }

@@ -46,8 +46,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use ferry::protocol::{validate_path, EntryKind};
-use ferry::storage::{FileInfo, PathError};
 use ferry::storage::SafeRoot;
+use ferry::storage::{FileInfo, PathError};
 use libfuzzer_sys::fuzz_target;
 
 /// A size no file inside the root has, so a listing that followed a symlink

@@ -104,6 +104,20 @@ struct ServeArgs {
     /// With TLS on, still serve plaintext clients on the same port.
     #[arg(long)]
     allow_plaintext: bool,
+    /// Require this access token from every client (native: `ferry get
+    /// --token`; HTTP: `Authorization: Bearer`, or any user name with the
+    /// token as password). Prefer FERRY_TOKEN or --token-file: a command
+    /// line is visible to every user of the machine.
+    #[arg(long, value_name = "TOKEN", env = "FERRY_TOKEN", hide_env_values = true,
+          conflicts_with_all = ["token_file", "auth"])]
+    token: Option<String>,
+    /// Read the access token from the first line of FILE.
+    #[arg(long, value_name = "FILE", conflicts_with = "auth")]
+    token_file: Option<PathBuf>,
+    /// Require a fresh random token (128 bits), printed at start with a
+    /// ready URL and `ferry get` command.
+    #[arg(long)]
+    auth: bool,
 }
 
 /// How a client reaches a server over TLS, and whom it trusts.
@@ -124,11 +138,22 @@ struct TlsArgs {
     /// implies --tls.
     #[arg(long, value_name = "FILE")]
     cacert: Option<PathBuf>,
+    /// The access token the server asks for.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "FERRY_TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
 }
 
 impl TlsArgs {
     /// Sets up TLS on `addr` if asked for.
     fn apply(&self, addr: &mut crate::client::HostPort, alpn: &[&[u8]]) -> Result<()> {
+        if let Some(t) = &self.token {
+            addr.token = Some(crate::auth::Secret::new(t).context("--token")?);
+        }
         if !self.tls && self.pin.is_none() && self.cacert.is_none() {
             return Ok(());
         }

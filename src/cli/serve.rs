@@ -31,6 +31,7 @@ pub(super) async fn serve(a: ServeArgs) -> Result<ExitCode> {
         None => None,
     };
     let tls = server_tls(&a)?;
+    let token = server_token(&a)?;
     let listener = server::bind(bind, a.port)?;
     let addr = listener.local_addr().context("listening socket")?;
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -54,6 +55,22 @@ pub(super) async fn serve(a: ServeArgs) -> Result<ExitCode> {
             for u in &urls {
                 writeln!(out, "  {u}")?;
             }
+            if let (true, Some(t), Some(first)) = (a.auth, &token, urls.first()) {
+                // Generated: the user has no other way to learn it.
+                let t = t.expose();
+                let with = first.replacen("://", &format!("://ferry:{t}@"), 1);
+                let host = first
+                    .split("://")
+                    .nth(1)
+                    .unwrap_or("")
+                    .trim_end_matches('/');
+                let tls_flag = if tls.is_some() { "--tls " } else { "" };
+                writeln!(out, "  token: {t}")?;
+                writeln!(out, "  open:  {with}")?;
+                writeln!(out, "  get:   ferry get {tls_flag}--token {t} {host} FILE")?;
+            } else if token.is_some() {
+                writeln!(out, "  token required (HTTP: Authorization: Bearer, or Basic with the token as password)")?;
+            }
             if a.qr {
                 if let Some(first) = urls.first() {
                     writeln!(out, "{}", qr(first))?;
@@ -74,6 +91,14 @@ pub(super) async fn serve(a: ServeArgs) -> Result<ExitCode> {
     config.idle_timeout = Duration::from_secs(a.idle_timeout.max(1));
     config.grace = Duration::from_secs(a.grace);
     config.ack = a.ack;
+    if token.is_some() && tls.is_none() && !bind.is_some_and(|ip| ip.is_loopback()) {
+        tracing::warn!(
+            "a token over plaintext can be read by anyone on the network, with the files: add --tls"
+        );
+    }
+    config.auth = token
+        .as_ref()
+        .map(|t| std::sync::Arc::new(crate::auth::Auth::new(t)));
     config.tls = tls;
     config.allow_plaintext = a.allow_plaintext;
     config.tutorial = match a.tutorial {
@@ -102,6 +127,26 @@ fn server_tls(a: &ServeArgs) -> Result<Option<ServerTls>> {
         &dir,
         &crate::tls::server::local_names(),
     )?))
+}
+
+/// The access token: given (flag, FERRY_TOKEN or file) or generated.
+fn server_token(a: &ServeArgs) -> Result<Option<crate::auth::Secret>> {
+    use crate::auth::Secret;
+    if a.auth {
+        return Ok(Some(Secret::generate()));
+    }
+    if let Some(path) = &a.token_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read --token-file {}", path.display()))?;
+        let line = text.lines().next().unwrap_or("");
+        return Ok(Some(
+            Secret::new(line).with_context(|| format!("--token-file {}", path.display()))?,
+        ));
+    }
+    match &a.token {
+        Some(t) => Ok(Some(Secret::new(t).context("--token")?)),
+        None => Ok(None),
+    }
 }
 
 /// Refuses a directory that cannot be served, naming why.

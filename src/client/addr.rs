@@ -27,6 +27,8 @@ pub struct HostPort {
     pub port: u16,
     /// TLS, with its trust and session cache; `None`: plaintext.
     pub tls: Option<crate::tls::client::ClientTls>,
+    /// The access token to present, if the server wants one.
+    pub token: Option<crate::auth::Secret>,
 }
 
 impl PartialEq for HostPort {
@@ -67,6 +69,7 @@ impl HostPort {
                 host: host.to_string(),
                 port,
                 tls: None,
+                token: None,
             });
         }
         if s.parse::<Ipv6Addr>().is_ok() {
@@ -74,6 +77,7 @@ impl HostPort {
                 host: s.to_string(),
                 port: default_port,
                 tls: None,
+                token: None,
             });
         }
         let (host, port) = match s.rsplit_once(':') {
@@ -90,6 +94,7 @@ impl HostPort {
             host: host.to_string(),
             port,
             tls: None,
+            token: None,
         })
     }
 }
@@ -248,6 +253,7 @@ mod tests {
             host: h.into(),
             port,
             tls: None,
+            token: None,
         };
         assert_eq!(p("localhost").unwrap(), hp("localhost", 8000));
         assert_eq!(p("127.0.0.1:9").unwrap(), hp("127.0.0.1", 9));
@@ -276,6 +282,7 @@ mod tests {
             host: h.into(),
             port,
             tls: None,
+            token: None,
         };
         assert_eq!(t("localhost").path, None);
         assert_eq!(t("localhost:9000/a/b.txt").addr, hp("localhost", 9000));

@@ -216,6 +216,10 @@ impl ClientError {
     /// Whether no later request to the same server can succeed either (it
     /// is not there, or the user stopped us).
     pub fn stops_everything(&self) -> bool {
+        if let ClientError::Remote { code, .. } = self {
+            return *code == ErrorCode::TlsRequired as u16
+                || *code == ErrorCode::Unauthorized as u16;
+        }
         matches!(
             self,
             ClientError::Refused(_)

@@ -32,7 +32,7 @@ impl Client {
     /// `server busy`) as `Remote`.
     pub async fn connect(addr: &HostPort) -> Result<Self, ClientError> {
         let stream = connect_stream(addr).await?;
-        let client = Self::handshake(stream).await?;
+        let client = Self::handshake_with(stream, addr.token.as_ref()).await?;
         debug!(peer = %client.peer, "hello exchanged");
         Ok(client)
     }
@@ -43,6 +43,18 @@ impl Client {
     ///
     /// As [`Client::connect`].
     pub async fn handshake(stream: Stream) -> Result<Self, ClientError> {
+        Self::handshake_with(stream, None).await
+    }
+
+    /// Exchanges hellos, presenting `token` if given.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::connect`].
+    pub async fn handshake_with(
+        stream: Stream,
+        token: Option<&crate::auth::Secret>,
+    ) -> Result<Self, ClientError> {
         let peer = stream
             .tcp()
             .peer_addr()
@@ -51,7 +63,12 @@ impl Client {
         conn.queue_raw(&MAGIC);
         conn.queue(&Frame::Hello {
             version: VERSION,
-            caps: caps::NONE,
+            caps: if token.is_some() {
+                caps::TOKEN
+            } else {
+                caps::NONE
+            },
+            token: token.map(|t| t.expose().as_bytes().to_vec()),
         });
         conn.flush().await.map_err(ConnectionError::from)?;
         match conn.read_magic().await {

@@ -47,6 +47,8 @@ pub enum ErrorCode {
     ShuttingDown = 105,
     /// The server requires TLS and the connection is plaintext.
     TlsRequired = 106,
+    /// The server requires a token, and none or a wrong one was given.
+    Unauthorized = 107,
 }
 
 /// A code this implementation does not know (sent by a newer peer).
@@ -61,7 +63,7 @@ impl ErrorCode {
     }
 
     /// Every defined code, for exhaustive tests.
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::NotFound,
         ErrorCode::IsADirectory,
         ErrorCode::NotADirectory,
@@ -79,6 +81,7 @@ impl ErrorCode {
         ErrorCode::Timeout,
         ErrorCode::ShuttingDown,
         ErrorCode::TlsRequired,
+        ErrorCode::Unauthorized,
     ];
 }
 
@@ -113,6 +116,7 @@ impl fmt::Display for ErrorCode {
             ErrorCode::Timeout => "timed out",
             ErrorCode::ShuttingDown => "server shutting down",
             ErrorCode::TlsRequired => "TLS required",
+            ErrorCode::Unauthorized => "token required or wrong",
         };
         f.write_str(s)
     }

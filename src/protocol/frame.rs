@@ -154,6 +154,9 @@ pub enum Frame {
         version: u16,
         /// Capability bits the client would like.
         caps: u64,
+        /// The access token, present exactly when `caps` has
+        /// [`caps::TOKEN`](super::caps::TOKEN).
+        token: Option<Vec<u8>>,
     },
     /// Server → client, once, answering `Hello`.
     Welcome {
@@ -277,10 +280,17 @@ impl Frame {
         let start = out.len();
         out.extend_from_slice(&[0; 4]);
         match self {
-            Frame::Hello { version, caps } => {
+            Frame::Hello {
+                version,
+                caps,
+                token,
+            } => {
                 out.push(ty::HELLO);
                 out.extend_from_slice(&version.to_be_bytes());
                 out.extend_from_slice(&caps.to_be_bytes());
+                if let Some(t) = token {
+                    put_bytes(out, t);
+                }
             }
             Frame::Welcome { version, caps } => {
                 out.push(ty::WELCOME);
@@ -380,6 +390,12 @@ impl Frame {
             Frame::Message { text } | Frame::Ack { text } => text.len() <= MAX_MESSAGE_LEN,
             Frame::ListEntry(e) => e.name.len() <= MAX_NAME_LEN,
             Frame::Error { message, .. } => message.len() <= MAX_ERROR_MESSAGE_LEN,
+            Frame::Hello { caps, token, .. } => {
+                (caps & super::caps::TOKEN != 0) == token.is_some()
+                    && token
+                        .as_ref()
+                        .is_none_or(|t| t.len() <= super::MAX_TOKEN_LEN)
+            }
             Frame::FileHeader(h) => h.offset.checked_add(h.length).is_some_and(|e| e <= h.size),
             _ => true,
         };
@@ -391,6 +407,7 @@ impl Frame {
                 Frame::ListEntry(_) => "name too long",
                 Frame::Error { .. } => "error message too long",
                 Frame::FileHeader(_) => "range beyond file size",
+                Frame::Hello { .. } => "token too long, or present without its capability bit",
                 _ => "path too long",
             })
         }
@@ -520,10 +537,20 @@ fn decode_body(ty: u8, payload: &[u8]) -> Result<Frame, DecodeError> {
         frame: name,
     };
     let frame = match ty {
-        ty::HELLO => Frame::Hello {
-            version: r.u16()?,
-            caps: r.u64()?,
-        },
+        ty::HELLO => {
+            let version = r.u16()?;
+            let caps = r.u64()?;
+            let token = if caps & super::caps::TOKEN != 0 {
+                Some(r.bytes(super::MAX_TOKEN_LEN, "token too long")?)
+            } else {
+                None
+            };
+            Frame::Hello {
+                version,
+                caps,
+                token,
+            }
+        }
         ty::WELCOME => Frame::Welcome {
             version: r.u16()?,
             caps: r.u64()?,

@@ -67,12 +67,18 @@ pub const HASH_LEN: usize = 32;
 
 /// Capability bits a peer may announce in `Hello`/`Welcome`.
 ///
-/// Version 1 defines none; unknown bits are ignored, so a later client can ask
+/// Version 1 defines one, [`caps::TOKEN`]; unknown bits are ignored, so a later client can ask
 /// for (say) uploads or TLS and a v1 server simply does not echo the bit.
 pub mod caps {
     /// No capabilities: what a v1 peer sends.
     pub const NONE: u64 = 0;
+    /// `Hello` carries an access token after `caps` (`bytes token`); a
+    /// server that checks tokens echoes the bit in `Welcome`.
+    pub const TOKEN: u64 = 1;
 }
+
+/// Longest access token a `Hello` may carry.
+pub const MAX_TOKEN_LEN: usize = 256;
 
 #[cfg(test)]
 mod tests;

@@ -85,8 +85,18 @@ fn golden_vectors() -> Vec<(&'static str, Frame, &'static str)> {
             Frame::Hello {
                 version: 1,
                 caps: caps::NONE,
+                token: None,
             },
             "00 00 00 0b 01 00 01 00 00 00 00 00 00 00 00",
+        ),
+        (
+            "Hello with a token",
+            Frame::Hello {
+                version: 1,
+                caps: caps::TOKEN,
+                token: Some(b"tok".to_vec()),
+            },
+            "00 00 00 10 01 00 01 00 00 00 00 00 00 00 01 00 03 74 6f 6b",
         ),
         (
             "Welcome",
@@ -343,6 +353,7 @@ fn error_codes_match_the_spec_table() {
         (ErrorCode::Timeout, 104),
         (ErrorCode::ShuttingDown, 105),
         (ErrorCode::TlsRequired, 106),
+        (ErrorCode::Unauthorized, 107),
     ];
     assert_eq!(table.len(), ErrorCode::ALL.len());
     for (code, number) in table {
@@ -976,7 +987,16 @@ fn any_frame() -> impl Strategy<Value = Frame> {
     let validator =
         (any::<u64>(), any::<i64>()).prop_map(|(size, mtime_ns)| Validator { size, mtime_ns });
     prop_oneof![
-        (any::<u16>(), any::<u64>()).prop_map(|(version, caps)| Frame::Hello { version, caps }),
+        (
+            any::<u16>(),
+            any::<u64>(),
+            proptest::collection::vec(any::<u8>(), 0..=MAX_TOKEN_LEN)
+        )
+            .prop_map(|(version, caps, t)| Frame::Hello {
+                version,
+                caps,
+                token: (caps & caps::TOKEN != 0).then_some(t),
+            }),
         (any::<u16>(), any::<u64>()).prop_map(|(version, caps)| Frame::Welcome { version, caps }),
         (
             bytes_up_to(MAX_PATH_LEN),

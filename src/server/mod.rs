@@ -79,6 +79,8 @@ pub struct Config {
     /// With TLS on, whether plaintext connections are still served (else
     /// each is told, in its own protocol, that TLS is required).
     pub allow_plaintext: bool,
+    /// The access token every client must present; `None`: open to all.
+    pub auth: Option<Arc<crate::auth::Auth>>,
 }
 
 impl Config {
@@ -95,6 +97,7 @@ impl Config {
             print_messages: true,
             tls: None,
             allow_plaintext: false,
+            auth: None,
         }
     }
 

@@ -743,6 +743,7 @@ fn malformed_and_oversized_frames_get_an_error_and_a_close_and_the_server_lives(
         frame(&Frame::Hello {
             version,
             caps: u64::MAX,
+            token: Some(Vec::new()),
         })
     };
     let mut stat_4097 = 4097u16.to_be_bytes().to_vec();

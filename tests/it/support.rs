@@ -709,6 +709,7 @@ pub fn hello() -> Vec<u8> {
     Frame::Hello {
         version: 1,
         caps: 0,
+        token: None,
     }
     .encode(&mut v);
     v

@@ -59,6 +59,19 @@ impl<'a> ConnCtx<'a> {
         self.tls
     }
 
+    /// Whether clients must present a token.
+    pub(crate) fn auth_required(&self) -> bool {
+        self.shared.config.auth.is_some()
+    }
+
+    /// Judges a presented token (always granted when no token is set).
+    pub(crate) fn authorize(&self, offered: Option<&[u8]>) -> crate::auth::Verdict {
+        match &self.shared.config.auth {
+            None => crate::auth::Verdict::Granted,
+            Some(auth) => auth.verify(self.peer.ip(), offered),
+        }
+    }
+
     /// Whether this connection is plaintext on a port that requires TLS:
     /// its front-end tells it so and serves nothing.
     pub(crate) fn plaintext_refused(&self) -> bool {

@@ -13,6 +13,7 @@ use crate::tls::Stream;
 use tracing::{debug, info, warn};
 
 use super::{close_gracefully, ConnCtx};
+use crate::auth::Verdict;
 use crate::connection::{Connection, ConnectionError, WriteLimit};
 use crate::display::escape_controls;
 use crate::protocol::{
@@ -146,6 +147,7 @@ async fn run(conn: &mut Connection<Stream>, ctx: &ConnCtx<'_>, summary: &mut Sum
     let Frame::Hello {
         version,
         caps: asked,
+        token,
     } = hello
     else {
         return fatal(
@@ -159,6 +161,20 @@ async fn run(conn: &mut Connection<Stream>, ctx: &ConnCtx<'_>, summary: &mut Sum
             "this server requires TLS: connect with --tls",
         );
     }
+    match ctx.authorize(token.as_deref()) {
+        Verdict::Granted => {}
+        Verdict::Missing => {
+            return fatal(
+                ErrorCode::Unauthorized,
+                "this server requires a token: use --token or FERRY_TOKEN",
+            )
+        }
+        Verdict::Wrong(delay) => {
+            info!("wrong token");
+            tokio::time::sleep(delay).await;
+            return fatal(ErrorCode::Unauthorized, "wrong token");
+        }
+    }
     if version == 0 {
         return fatal(
             ErrorCode::UnsupportedVersion,
@@ -169,7 +185,12 @@ async fn run(conn: &mut Connection<Stream>, ctx: &ConnCtx<'_>, summary: &mut Sum
     summary.magic_sent = true;
     conn.queue(&Frame::Welcome {
         version: version.min(VERSION),
-        caps: asked & caps::NONE,
+        caps: asked
+            & if ctx.auth_required() {
+                caps::TOKEN
+            } else {
+                caps::NONE
+            },
     });
     if let Err(e) = conn.flush().await {
         return End::Broken(format!("connection error: {e}"));

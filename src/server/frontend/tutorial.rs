@@ -38,6 +38,17 @@ pub(crate) async fn serve(mut stream: Stream, head: &[u8], ctx: &ConnCtx<'_>) ->
         close_gracefully(stream).await;
         return "tutorial client refused: TLS required".to_string();
     }
+    if ctx.auth_required() {
+        // The tutorial's protocol has nowhere to carry a token.
+        let _ = ctx
+            .write_limit()
+            .run(stream.write_all(
+                b"this server requires a token (ferry get --token); the tutorial's protocol cannot send one\n",
+            ))
+            .await;
+        close_gracefully(stream).await;
+        return "tutorial client refused: token required".to_string();
+    }
     match ctx.config().tutorial {
         TutorialMode::Off => {
             info!("tutorial client refused (--tutorial off)");

@@ -33,6 +33,7 @@ use tracing::debug;
 use self::body::{AccessLog, Body};
 use self::io::{HttpIo, InFlight};
 use super::ConnCtx;
+use crate::auth::Verdict;
 use crate::storage::PathError;
 
 /// Largest request head accepted.
@@ -122,15 +123,55 @@ fn answer(
     requests: &AtomicUsize,
 ) -> impl std::future::Future<Output = Result<Response<Body>, Infallible>> + Send + 'static {
     requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let log = || AccessLog::new(req.method().as_str(), req.uri().path(), in_flight);
+    let mut delay = None;
     let response = if ctx.plaintext_refused() {
-        to_https(
-            &req,
-            AccessLog::new(req.method().as_str(), req.uri().path(), in_flight),
-        )
+        to_https(&req, log())
     } else {
-        handle(req, ctx, in_flight)
+        match ctx.authorize(presented_token(&req).as_deref()) {
+            Verdict::Granted => handle(req, ctx, in_flight),
+            Verdict::Missing => unauthorized("this server requires a token", log()),
+            Verdict::Wrong(d) => {
+                delay = Some(d);
+                unauthorized("wrong token", log())
+            }
+        }
     };
-    async move { Ok(response) }
+    async move {
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
+        Ok(response)
+    }
+}
+
+/// The token in `Authorization`: `Bearer TOKEN`, or Basic with any user
+/// name and the token as password (what a browser's login prompt sends).
+fn presented_token(req: &Request<Incoming>) -> Option<Vec<u8>> {
+    use headers::authorization::{Basic, Bearer};
+    use headers::{Authorization, HeaderMapExt};
+    let h = req.headers();
+    if let Some(Authorization(b)) = h.typed_get::<Authorization<Bearer>>() {
+        return Some(b.token().as_bytes().to_vec());
+    }
+    h.typed_get::<Authorization<Basic>>()
+        .map(|Authorization(b)| b.password().as_bytes().to_vec())
+}
+
+/// 401 with the challenges a browser (Basic: its login prompt) and a
+/// script (Bearer) understand.
+fn unauthorized(msg: &str, log: AccessLog) -> Response<Body> {
+    let mut r = text(StatusCode::UNAUTHORIZED, msg, log);
+    let h = r.headers_mut();
+    h.append(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"ferry\", charset=\"UTF-8\""),
+    );
+    h.append(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"ferry\""),
+    );
+    r
 }
 
 fn summary(what: &str, requests: &AtomicUsize, res: Result<(), hyper::Error>) -> String {
