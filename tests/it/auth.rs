@@ -73,37 +73,11 @@ fn every_protocol_is_refused_without_the_token_and_served_with_it() {
     let basic = format!("anyone:{TOKEN}");
     let v = run_tool(d, &curl, &["-sSf", "-u", &basic, &url]).ok();
     assert_eq!(v.stdout, "only with the token\n");
-    let wrong = run_tool(
-        d,
-        &curl,
-        &[
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-u",
-            "x:nope",
-            &url,
-        ],
-    )
-    .ok();
-    assert_eq!(wrong.stdout, "401");
+    let wrong = curl_writes(d, &curl, "%{http_code}", &["-u", "x:nope", &url]);
+    assert_eq!(wrong, "401");
     // A directory listing is as closed as a file.
-    let v = run_tool(
-        d,
-        &curl,
-        &[
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            &format!("http://{host}/"),
-        ],
-    )
-    .ok();
-    assert_eq!(v.stdout, "401");
+    let v = curl_writes(d, &curl, "%{http_code}", &[&format!("http://{host}/")]);
+    assert_eq!(v, "401");
 
     // The tutorial's protocol cannot carry a token: one line, nothing else.
     let mut w = Wire::connect(server.addr, Duration::from_secs(10));
@@ -241,13 +215,8 @@ fn tls_and_a_token_together() {
     assert_eq!(fs::read(d.join("y")).unwrap(), b"only with the token\n");
     let curl = tool("curl").expect("curl");
     let url = format!("https://127.0.0.1:{}/a.txt", server.addr.port());
-    let v = run_tool(
-        d,
-        &curl,
-        &["-sSk", "-o", "/dev/null", "-w", "%{http_code}", &url],
-    )
-    .ok();
-    assert_eq!(v.stdout, "401");
+    let v = curl_writes(d, &curl, "%{http_code}", &["-k", &url]);
+    assert_eq!(v, "401");
     let v = run_tool(
         d,
         &curl,

@@ -1195,6 +1195,14 @@ pub fn tool(name: &str) -> Option<PathBuf> {
     found
 }
 
+/// What `curl -sS -o /dev/null -w FORMAT ARGS...` prints, failing if curl
+/// itself fails.
+pub fn curl_writes(cwd: &Path, curl: &Path, format: &str, args: &[&str]) -> String {
+    let mut all = vec!["-sS", "-o", "/dev/null", "-w", format];
+    all.extend(args);
+    run_tool(cwd, curl, &all).ok().stdout
+}
+
 /// Runs a program (not ferry) in `cwd`, bounded to 120 s.
 pub fn run_tool(cwd: &Path, program: &Path, args: &[&str]) -> Run {
     let child = Command::new(program)

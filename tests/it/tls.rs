@@ -140,20 +140,8 @@ fn curl_openssl_and_ferry_trust_a_ca_signed_certificate() {
     .ok();
     assert_eq!(fs::read(&out).unwrap(), big);
     // -k: no verification at all, still encrypted and served.
-    let v = run_tool(
-        d,
-        &curl,
-        &[
-            "-sSfk",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_version} %{size_download}",
-            &url,
-        ],
-    )
-    .ok();
-    assert!(v.stdout.ends_with(&format!(" {}", big.len())), "{v}");
+    let v = curl_writes(d, &curl, "%{http_version} %{size_download}", &["-fk", &url]);
+    assert!(v.ends_with(&format!(" {}", big.len())), "{v}");
     // HTTP/2 by ALPN.
     let v = run_tool(
         d,
@@ -396,24 +384,13 @@ fn plaintext_is_refused_in_its_own_protocol_unless_allowed() {
     assert!(!out.exists());
     // HTTP: a redirect to the same URL over https.
     let curl = tool("curl").expect("curl");
-    let v = run_tool(
+    let v = curl_writes(
         d,
         &curl,
-        &[
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code} %{redirect_url}",
-            &format!("http://127.0.0.1:{port}/a.txt?x=1"),
-        ],
-    )
-    .ok();
-    assert_eq!(
-        v.stdout,
-        format!("308 https://127.0.0.1:{port}/a.txt?x=1"),
-        "{v}"
+        "%{http_code} %{redirect_url}",
+        &[&format!("http://127.0.0.1:{port}/a.txt?x=1")],
     );
+    assert_eq!(v, format!("308 https://127.0.0.1:{port}/a.txt?x=1"));
     // The tutorial's protocol: one line, then close.
     let mut w = Wire::connect(server.addr, std::time::Duration::from_secs(10));
     w.send(b"a.txt\n");
@@ -459,8 +436,10 @@ fn a_generated_certificate_is_kept_private_and_reused() {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut one = Server::start_env(&d.join("srv"), &["--tls"], &env);
     let fp = fingerprint_of(&one);
+    // The lines arrive one by one: wait for the URL's, bounded.
     assert!(
-        one.stdout_lines().iter().any(|l| l.contains("https://")),
+        one.wait_stdout(std::time::Duration::from_secs(10), |l| l
+            .contains("https://")),
         "{:?}",
         one.stdout_lines()
     );

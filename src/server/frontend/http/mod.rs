@@ -67,15 +67,7 @@ pub(crate) async fn serve(stream: Stream, head: Vec<u8>, ctx: &ConnCtx<'_>) -> S
         // close). Pipelined requests are still answered in order.
         .pipeline_flush(false);
     let conn = builder.serve_connection(TokioIo::new(io), service);
-    tokio::pin!(conn);
-    let res = tokio::select! {
-        r = conn.as_mut() => r,
-        () = ctx.shutdown().cancelled() => {
-            // Finish what is in flight, take no new request.
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
+    let res = until_shutdown(conn, ctx, |c| c.graceful_shutdown()).await;
     summary("http", &requests, res)
 }
 
@@ -92,15 +84,28 @@ pub(crate) async fn serve_h2(stream: Stream, head: Vec<u8>, ctx: &ConnCtx<'_>) -
         .max_header_list_size(MAX_HEAD as u32)
         .max_concurrent_streams(100);
     let conn = builder.serve_connection(TokioIo::new(io), service);
+    let res = until_shutdown(conn, ctx, |c| c.graceful_shutdown()).await;
+    summary("http/2", &requests, res)
+}
+
+/// Runs a hyper connection; once the server shuts down, it finishes what
+/// is in flight and takes no new request.
+async fn until_shutdown<C>(
+    conn: C,
+    ctx: &ConnCtx<'_>,
+    graceful: impl FnOnce(std::pin::Pin<&mut C>),
+) -> Result<(), hyper::Error>
+where
+    C: std::future::Future<Output = Result<(), hyper::Error>>,
+{
     tokio::pin!(conn);
-    let res = tokio::select! {
+    tokio::select! {
         r = conn.as_mut() => r,
         () = ctx.shutdown().cancelled() => {
-            conn.as_mut().graceful_shutdown();
+            graceful(conn.as_mut());
             conn.await
         }
-    };
-    summary("http/2", &requests, res)
+    }
 }
 
 fn http_io(stream: Stream, head: Vec<u8>, ctx: &ConnCtx<'_>, in_flight: &InFlight) -> HttpIo {
