@@ -75,6 +75,20 @@ fn every_protocol_is_refused_without_the_token_and_served_with_it() {
     assert_eq!(v.stdout, "only with the token\n");
     let wrong = curl_writes(d, &curl, "%{http_code}", &["-u", "x:nope", &url]);
     assert_eq!(wrong, "401");
+    // With the token, the listing's commands ask for it by name, never
+    // showing it.
+    let page = run_tool(
+        d,
+        &curl,
+        &["-sSf", "-u", &basic, &format!("http://{host}/")],
+    )
+    .ok();
+    assert!(
+        page.stdout.contains("ferry get --token \"$FERRY_TOKEN\"")
+            && page.stdout.contains("curl -u \":$FERRY_TOKEN\"")
+            && !page.stdout.contains(TOKEN),
+        "{page}"
+    );
     // A directory listing is as closed as a file.
     let v = curl_writes(d, &curl, "%{http_code}", &[&format!("http://{host}/")]);
     assert_eq!(v, "401");

@@ -150,6 +150,9 @@ pub(crate) struct Page<'a> {
     /// Whether the page came over TLS: the commands then use `https://`
     /// and `ferry get --tls`.
     pub(crate) tls: bool,
+    /// Whether the server wants a token: the commands then pass it from
+    /// `$FERRY_TOKEN` (the page never shows the token itself).
+    pub(crate) token: bool,
     /// A fresh nonce for the page's one script.
     pub(crate) nonce: String,
 }
@@ -324,6 +327,16 @@ impl Page<'_> {
         } else {
             ("http", "")
         };
+        // The page never shows the token: the commands take it from
+        // `$FERRY_TOKEN`.
+        let (tls, auth) = if self.token {
+            (
+                format!("{tls}--token \"$FERRY_TOKEN\" "),
+                "-u \":$FERRY_TOKEN\" ",
+            )
+        } else {
+            (tls.to_string(), "")
+        };
         let name = self.path.rsplit('/').next().filter(|n| !n.is_empty());
         let tree = if self.path.is_empty() { "." } else { self.path };
         let tar_name = format!("{}.tar", name.unwrap_or("files"));
@@ -336,7 +349,7 @@ impl Page<'_> {
             out,
             "<details open><summary>Fetch this from a terminal</summary><pre>\
              ferry get {tls}-r {host} {} -o .\n\
-             curl -o {} '{scheme}://{host}{}?archive=tar'",
+             curl {auth}-o {} '{scheme}://{host}{}?archive=tar'",
             html(&shell_word(tree)),
             html(&shell_word(&tar_name)),
             html(dir_href)
@@ -349,7 +362,7 @@ impl Page<'_> {
             };
             let _ = write!(
                 out,
-                "\nferry get {tls}{host} {}\ncurl -O '{scheme}://{host}{}'",
+                "\nferry get {tls}{host} {}\ncurl {auth}-O '{scheme}://{host}{}'",
                 html(&shell_word(&full)),
                 html(&href(&full))
             );

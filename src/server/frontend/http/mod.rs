@@ -387,6 +387,7 @@ fn directory(
             view: listing::View::from_query(query),
             host,
             tls: ctx.is_tls(),
+            token: ctx.auth_required(),
             nonce: nonce(),
         };
         let csp = page.csp();
