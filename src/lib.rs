@@ -16,8 +16,9 @@
 //! | `zerocopy` | file bodies via `sendfile(2)`, header and body in one segment. |
 //! | [`storage`] | where served bytes come from: `SafeRoot` (opens beneath the root, never outside, hidden files left out) and `HashCache` (BLAKE3 per file version, rationed). |
 //! | [`tls`] | TLS on the port, both ends (rustls): `Stream` (plain or TLS, zero-copy only when plain), the server's certificate (given, or generated once and kept), the client's trust (pin, CA, trust on first use in `known_hosts`). |
+//! | [`auth`] | access tokens: a `Secret` that never shows in logs, checked in constant time, wrong ones slowed per address. |
 //! | [`service`] | the protocol-neutral file service (open, stat, list, hash) every front-end calls. |
-//! | [`server`] | accept loop, connection limits and eviction (idle and stalled connections), graceful shutdown; `sniff` (first bytes → protocol); front-ends for native ferry, the tutorial's protocol and HTTP/1.1 (hyper: files with ranges and validators, HTML/JSON listings, tar/zip archives), which only translate their wire to the service and never import each other. |
+//! | [`server`] | accept loop, connection limits and eviction (idle and stalled connections), graceful shutdown; `sniff` (first bytes → protocol); TLS accepted by its first byte, then ALPN or the same sniffing; front-ends for native ferry, the tutorial's protocol and HTTP/1.1 and HTTP/2 (hyper: files with ranges and validators, HTML/JSON listings, tar/zip archives), which only translate their wire to the service and never import each other. |
 //! | [`client`] | addresses (`HOST[:PORT][/PATH]`, `ferry://`), the native session, downloads through `PartFile` with resume and verification: one stream, split over connections (`-j`, resumable), whole trees; where they are saved (`-o`); the tutorial's servers (`client::tutorial`). |
 //! | [`display`] | making untrusted names and messages safe to print (the one escaping function), sizes for people. |
 //! | [`cli`] | the command line: clap arguments, turned into library calls, results into lines and exit codes. |
