@@ -31,10 +31,7 @@ pub(super) async fn get(mut a: GetArgs) -> Result<ExitCode> {
         rustix::process::Signal::Xfsz as i32,
     ));
     let mut target = Target::parse(&a.host, DEFAULT_PORT)?;
-    if a.tutorial && a.tls.tls {
-        anyhow::bail!("the tutorial's protocol has no TLS: drop --tls or --tutorial");
-    }
-    a.tls.apply(&mut target.addr, &[crate::tls::ALPN_FERRY])?;
+    a.tls.apply(&mut target.addr, a.tutorial)?;
     let mut paths = std::mem::take(&mut a.remote_paths);
     if let Some(p) = target.path {
         paths.insert(0, p);

@@ -149,8 +149,12 @@ struct TlsArgs {
 }
 
 impl TlsArgs {
-    /// Sets up TLS on `addr` if asked for.
-    fn apply(&self, addr: &mut crate::client::HostPort, alpn: &[&[u8]]) -> Result<()> {
+    /// Sets up TLS and the token on `addr` if asked for; `tutorial`: the
+    /// tutorial's protocol, which has no TLS.
+    fn apply(&self, addr: &mut crate::client::HostPort, tutorial: bool) -> Result<()> {
+        if tutorial && self.tls {
+            anyhow::bail!("the tutorial's protocol has no TLS: drop --tls or --tutorial");
+        }
         if let Some(t) = &self.token {
             addr.token = Some(crate::auth::Secret::new(t).context("--token")?);
         }
@@ -166,7 +170,7 @@ impl TlsArgs {
         addr.tls = Some(crate::tls::client::ClientTls::new(
             &target,
             &opts,
-            alpn,
+            &[crate::tls::ALPN_FERRY],
             std::sync::Arc::new(|line: &str| note(line)),
         )?);
         Ok(())

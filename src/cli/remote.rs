@@ -14,7 +14,7 @@ use crate::server::DEFAULT_PORT;
 
 pub(super) async fn ls(a: LsArgs) -> Result<ExitCode> {
     let mut target = Target::parse(&a.host, DEFAULT_PORT)?;
-    a.tls.apply(&mut target.addr, &[crate::tls::ALPN_FERRY])?;
+    a.tls.apply(&mut target.addr, false)?;
     let path = match (target.path, a.remote_path) {
         (Some(_), Some(_)) => bail!("name the directory once: HOST/DIR or HOST DIR"),
         (Some(p), None) | (None, Some(p)) => p,
@@ -78,10 +78,7 @@ pub(super) async fn say(a: SayArgs) -> Result<ExitCode> {
     if target.path.as_deref().is_some_and(|p| !p.is_empty()) {
         bail!("say takes a server, not a path: HOST[:PORT]");
     }
-    if a.tutorial && a.tls.tls {
-        bail!("the tutorial's protocol has no TLS: drop --tls or --tutorial");
-    }
-    a.tls.apply(&mut target.addr, &[crate::tls::ALPN_FERRY])?;
+    a.tls.apply(&mut target.addr, a.tutorial)?;
     let addr = target.addr;
     let wait = Duration::try_from_secs_f64(a.wait).context("--wait must be a number of seconds")?;
     enum Session {

@@ -115,8 +115,6 @@ pub enum ClientError {
     /// names the pin, CA or `known_hosts` line), or the handshake failed.
     #[error("{0}")]
     Tls(String),
-    /// The server requires TLS (or refuses something else about how we
-    /// connected).
     /// The peer is not a ferry server.
     #[error("{0} is not a ferry server (it answered something else)")]
     NotFerry(SocketAddr),

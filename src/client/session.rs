@@ -32,26 +32,18 @@ impl Client {
     /// `server busy`) as `Remote`.
     pub async fn connect(addr: &HostPort) -> Result<Self, ClientError> {
         let stream = connect_stream(addr).await?;
-        let client = Self::handshake_with(stream, addr.token.as_ref()).await?;
+        let client = Self::handshake(stream, addr.token.as_ref()).await?;
         debug!(peer = %client.peer, "hello exchanged");
         Ok(client)
     }
 
-    /// Exchanges hellos over an already connected stream.
+    /// Exchanges hellos over an already connected stream, presenting
+    /// `token` if given.
     ///
     /// # Errors
     ///
     /// As [`Client::connect`].
-    pub async fn handshake(stream: Stream) -> Result<Self, ClientError> {
-        Self::handshake_with(stream, None).await
-    }
-
-    /// Exchanges hellos, presenting `token` if given.
-    ///
-    /// # Errors
-    ///
-    /// As [`Client::connect`].
-    pub async fn handshake_with(
+    pub async fn handshake(
         stream: Stream,
         token: Option<&crate::auth::Secret>,
     ) -> Result<Self, ClientError> {

@@ -20,7 +20,6 @@ use std::sync::{Arc, Mutex};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
 use tokio::net::TcpStream;
@@ -171,19 +170,10 @@ fn parse_pin(pin: &str) -> Result<[u8; 32], TlsError> {
 }
 
 fn roots_from_file(path: &Path) -> Result<rustls::RootCertStore, TlsError> {
-    let shown = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
-        path: shown.clone(),
-        source,
-    })?;
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&bytes) {
-        let cert = cert.map_err(|e| TlsError::Pem {
-            path: shown.clone(),
-            why: format!("not PEM certificates: {e}"),
-        })?;
+    for cert in super::read_certs(path)? {
         roots.add(cert).map_err(|e| TlsError::Pem {
-            path: shown.clone(),
+            path: path.display().to_string(),
             why: format!("not a usable CA certificate: {e}"),
         })?;
     }

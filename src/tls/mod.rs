@@ -70,6 +70,35 @@ pub enum TlsError {
     BadPin(String),
 }
 
+/// The certificates in a PEM file (a server's chain, or a client's CAs).
+///
+/// # Errors
+///
+/// The file cannot be read, is not PEM, or holds no certificate.
+pub(crate) fn read_certs(
+    path: &std::path::Path,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, TlsError> {
+    use rustls::pki_types::pem::PemObject;
+    let shown = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Pem {
+            path: shown.clone(),
+            why: format!("not PEM certificates: {e}"),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Pem {
+            path: shown,
+            why: "no certificate in it".into(),
+        });
+    }
+    Ok(certs)
+}
+
 /// `sha256:<hex>` of a certificate's DER bytes.
 pub fn fingerprint(der: &[u8]) -> String {
     format!("sha256:{}", crate::display::hex(&sha2::Sha256::digest(der)))

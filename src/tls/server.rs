@@ -44,7 +44,7 @@ impl ServerTls {
     /// A file that cannot be read, holds no certificate or key, or a key
     /// that does not match the certificate.
     pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Self, TlsError> {
-        let chain = read_chain(cert)?;
+        let chain = super::read_certs(cert)?;
         let key = read_key(key)?;
         Self::build(chain, key, cert.display().to_string())
     }
@@ -112,27 +112,6 @@ impl ServerTls {
 /// `$XDG_STATE_HOME/ferry`, else `~/.local/state/ferry`.
 pub fn default_state_dir() -> Option<PathBuf> {
     crate::tls::client::xdg_dir("XDG_STATE_HOME", ".local/state")
-}
-
-fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let shown = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
-        path: shown.clone(),
-        source,
-    })?;
-    let chain: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
-        .collect::<Result<_, _>>()
-        .map_err(|e| TlsError::Pem {
-            path: shown.clone(),
-            why: format!("not PEM certificates: {e}"),
-        })?;
-    if chain.is_empty() {
-        return Err(TlsError::Pem {
-            path: shown,
-            why: "no certificate in it".into(),
-        });
-    }
-    Ok(chain)
 }
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
