@@ -18,6 +18,17 @@ const HASH_CHUNK: usize = 1024 * 1024;
 /// A read error, or `UnexpectedEof` if the file is shorter than `size`.
 pub fn hash_file(file: &File, size: u64) -> io::Result<[u8; HASH_LEN]> {
     let mut hasher = blake3::Hasher::new();
+    update_from_file(&mut hasher, file, size)?;
+    Ok(*hasher.finalize().as_bytes())
+}
+
+/// Feeds the first `size` bytes of `file` to `hasher` (positional reads,
+/// bounded buffer): what an upload resumed at `size` has already received.
+///
+/// # Errors
+///
+/// As [`hash_file`].
+pub fn update_from_file(hasher: &mut blake3::Hasher, file: &File, size: u64) -> io::Result<()> {
     let mut buf = vec![
         0u8;
         HASH_CHUNK
@@ -39,5 +50,5 @@ pub fn hash_file(file: &File, size: u64) -> io::Result<[u8; HASH_LEN]> {
         hasher.update(&buf[..n]);
         pos += n as u64;
     }
-    Ok(*hasher.finalize().as_bytes())
+    Ok(())
 }

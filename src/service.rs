@@ -9,9 +9,16 @@
 use std::fs::File;
 use std::io;
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::protocol::HASH_LEN;
-use crate::storage::{Entry, FileInfo, HashCache, PathError, SafeRoot};
+use crate::storage::{
+    Entry, FileInfo, HashCache, PathError, SafeRoot, UploadError, UploadSpec, WriteRules,
+};
+
+mod upload;
+
+pub use upload::{UploadTask, UPLOAD_CHUNK};
 
 /// A regular file opened for serving, and what its stat found when opened.
 #[derive(Debug)]
@@ -25,14 +32,57 @@ pub struct OpenFile {
 /// The protocol-neutral file service. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct FileService {
-    root: Option<SafeRoot>,
+    root: Option<Arc<SafeRoot>>,
     hashes: HashCache,
+    /// `None`: read-only (the default).
+    writes: Option<WriteRules>,
 }
 
 impl FileService {
     /// A service over `root` (`None`: a message server, sharing no files).
     pub fn new(root: Option<SafeRoot>, hashes: HashCache) -> Self {
-        FileService { root, hashes }
+        FileService {
+            root: root.map(Arc::new),
+            hashes,
+            writes: None,
+        }
+    }
+
+    /// The same service accepting uploads under `rules` (`None`: none).
+    pub fn with_uploads(mut self, rules: Option<WriteRules>) -> Self {
+        self.writes = rules;
+        self
+    }
+
+    /// Whether uploads are accepted.
+    pub fn accepts_uploads(&self) -> bool {
+        self.writes.is_some() && self.root.is_some()
+    }
+
+    /// The rules uploads follow, when they are accepted.
+    pub fn write_rules(&self) -> Option<WriteRules> {
+        self.writes.filter(|_| self.root.is_some())
+    }
+
+    /// Starts or resumes an upload to `path` (see
+    /// [`SafeRoot::begin_upload`]), off the async workers.
+    ///
+    /// # Errors
+    ///
+    /// `Disabled` when uploads are off, else [`SafeRoot::begin_upload`]'s.
+    pub async fn begin_upload(
+        &self,
+        path: &[u8],
+        spec: UploadSpec,
+    ) -> Result<UploadTask, UploadError> {
+        let (Some(rules), Some(root)) = (self.writes, self.root.clone()) else {
+            return Err(UploadError::Disabled);
+        };
+        let path = path.to_vec();
+        let upload = tokio::task::spawn_blocking(move || root.begin_upload(&path, spec, rules))
+            .await
+            .map_err(|e| UploadError::Io(io::Error::other(e)))??;
+        Ok(UploadTask::new(upload))
     }
 
     /// Whether any files are shared at all.
@@ -42,11 +92,11 @@ impl FileService {
 
     /// The served directory, for display only.
     pub fn root_path(&self) -> Option<&Path> {
-        self.root.as_ref().map(SafeRoot::display_path)
+        self.root.as_deref().map(SafeRoot::display_path)
     }
 
     fn root(&self) -> Result<&SafeRoot, PathError> {
-        self.root.as_ref().ok_or(PathError::NoFiles)
+        self.root.as_deref().ok_or(PathError::NoFiles)
     }
 
     /// Opens the regular file at `path` (a validated, `/`-separated path

@@ -8,6 +8,7 @@
 //! 130 interrupted (Ctrl-C).
 
 mod get;
+mod put;
 mod remote;
 mod serve;
 
@@ -32,12 +33,15 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve a directory, read-only, to ferry clients, browsers, curl and
+    /// Serve a directory (read-only unless --upload) to ferry clients, browsers, curl and
     /// wget, the tutorial's programs and netcat, all on one port (runs in
     /// the foreground until Ctrl-C).
     Serve(ServeArgs),
     /// Download files (resumable, BLAKE3-verified).
     Get(GetArgs),
+    /// Upload files to a server started with --upload (resumable,
+    /// BLAKE3-verified, saved atomically).
+    Put(PutArgs),
     /// List a remote directory.
     Ls(LsArgs),
     /// Send a message (or each line typed at a `> ` prompt) and print the
@@ -118,6 +122,42 @@ struct ServeArgs {
     /// ready URL and `ferry get` command.
     #[arg(long)]
     auth: bool,
+    /// Accept uploads: `ferry put`, HTTP PUT (`curl -T`) and the listing
+    /// page's upload button. Files land atomically (a hidden temporary,
+    /// renamed when whole and verified) and never outside the directory.
+    #[arg(long)]
+    upload: bool,
+    /// With --upload, replace existing files (otherwise an upload to an
+    /// existing name is refused).
+    #[arg(long, requires = "upload")]
+    overwrite: bool,
+    /// With --upload, the largest file accepted: bytes, or with a K, M, G
+    /// or T suffix (powers of 1024), e.g. 500M.
+    #[arg(long, value_name = "SIZE", requires = "upload", value_parser = parse_size)]
+    max_upload_size: Option<u64>,
+}
+
+/// Parses `1234`, `64K`, `500M`, `2G`, `1T` (powers of 1024; a trailing
+/// `B` or `iB` allowed).
+fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (num, shift) = match t.chars().last() {
+        Some('K' | 'k') => (&t[..t.len() - 1], 10),
+        Some('M' | 'm') => (&t[..t.len() - 1], 20),
+        Some('G' | 'g') => (&t[..t.len() - 1], 30),
+        Some('T' | 't') => (&t[..t.len() - 1], 40),
+        _ => (t, 0),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a size: {s} (bytes, or a number with K, M, G or T)"))?;
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("size too large: {s}"))
 }
 
 /// How a client reaches a server over TLS, and whom it trusts.
@@ -232,6 +272,33 @@ struct GetArgs {
 }
 
 #[derive(Debug, clap::Args)]
+struct PutArgs {
+    /// Server: HOST[:PORT] (HOST a name, an IPv4 address or [IPv6]), or
+    /// HOST[:PORT]/DIR to upload into DIR.
+    host: String,
+    /// Local files (and with -r, directories) to upload.
+    #[arg(required = true, value_name = "LOCAL")]
+    local: Vec<PathBuf>,
+    /// Remote directory to upload into (created if missing) [default: the
+    /// served directory itself].
+    #[arg(long, value_name = "REMOTE_DIR")]
+    to: Option<String>,
+    /// Upload directories recursively, as REMOTE_DIR/<last component of
+    /// DIR>/... (hidden names, links and special files are skipped).
+    #[arg(short, long)]
+    recursive: bool,
+    /// Parallel connections, the files spread over them.
+    #[arg(short, long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    jobs: u32,
+    /// No progress bar and no summary lines.
+    #[arg(short, long)]
+    quiet: bool,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+#[derive(Debug, clap::Args)]
 struct LsArgs {
     /// Server: HOST[:PORT], or HOST[:PORT]/DIR.
     host: String,
@@ -285,6 +352,7 @@ pub fn main() -> ExitCode {
     let parallel = match &cli.command {
         Command::Serve(_) => true,
         Command::Get(g) => g.jobs > 1,
+        Command::Put(p) => p.jobs > 1,
         _ => false,
     };
     let runtime = match parallel {
@@ -355,6 +423,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Serve(a) => serve::serve(a).await,
         Command::Get(a) => get::get(a).await,
+        Command::Put(a) => put::put(a).await,
         Command::Ls(a) => remote::ls(a).await,
         Command::Say(a) => remote::say(a).await,
     }

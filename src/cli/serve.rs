@@ -100,6 +100,10 @@ pub(super) async fn serve(a: ServeArgs) -> Result<ExitCode> {
         .as_ref()
         .map(|t| std::sync::Arc::new(crate::auth::Auth::new(t)));
     config.tls = tls;
+    config.uploads = a.upload.then_some(crate::storage::WriteRules {
+        overwrite: a.overwrite,
+        max_size: a.max_upload_size,
+    });
     config.allow_plaintext = a.allow_plaintext;
     config.tutorial = match a.tutorial {
         TutorialArg::File => TutorialMode::File,
@@ -200,10 +204,20 @@ fn startup_line(dir: Option<&Path>, a: &ServeArgs, addr: SocketAddr, any: bool) 
                 TutorialArg::Message => "; tutorial clients get the message server",
                 TutorialArg::Off => "; tutorial clients refused",
             };
-            format!(
-                "serving {} (read-only, {hidden}{tutorial})",
-                shown.display()
-            )
+            let mode = match (a.upload, a.overwrite) {
+                (false, _) => "read-only".to_string(),
+                (true, over) => {
+                    let mut m = String::from("uploads on");
+                    if over {
+                        m.push_str(", overwriting");
+                    }
+                    if let Some(max) = a.max_upload_size {
+                        m.push_str(&format!(", up to {}", crate::display::human_bytes(max)));
+                    }
+                    m
+                }
+            };
+            format!("serving {} ({mode}, {hidden}{tutorial})", shown.display())
         }
         None => "message server (no files shared)".to_string(),
     };

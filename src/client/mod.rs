@@ -17,6 +17,7 @@ mod session;
 mod space;
 pub mod tree;
 pub mod tutorial;
+pub mod upload;
 mod verify;
 
 use std::io;

@@ -267,7 +267,8 @@ impl PartFile {
 
     /// Moves the complete, verified part onto the target name (replacing
     /// whatever is there, a symlink included, without following it) and
-    /// removes the metadata. `file` is the part's open handle: the saved
+    /// removes the metadata; the file is `fsync`ed before the rename and
+    /// its directory after. `file` is the part's open handle: the saved
     /// file gets the server's modification time `mtime_ns` (when known)
     /// first, so it appears under its final name complete, times included.
     ///
@@ -276,9 +277,13 @@ impl PartFile {
     /// The rename's error.
     pub fn commit(&self, file: &File, mtime_ns: Option<i64>) -> io::Result<()> {
         if let Some(t) = mtime_ns {
-            set_mtime(file, t);
+            crate::storage::set_mtime(file, t);
         }
+        // Durable before it has its final name, and the name durable after:
+        // a crash never leaves a short file under the final name.
+        file.sync_all()?;
         self.dir.rename(&self.part_rel, &self.dir, &self.rel)?;
+        crate::storage::fsync_dir_of(&self.dir, &self.rel)?;
         match self.dir.remove_file(&self.meta_rel) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
@@ -304,17 +309,6 @@ impl PartFile {
         let _ = self.dir.remove_file(&self.part_rel);
         let _ = self.dir.remove_file(&self.meta_rel);
     }
-}
-
-/// Sets a file's modification time (best effort: a file system without
-/// fine timestamps keeps what it can).
-fn set_mtime(file: &File, mtime_ns: i64) {
-    let t = if mtime_ns >= 0 {
-        std::time::UNIX_EPOCH + std::time::Duration::from_nanos(mtime_ns as u64)
-    } else {
-        std::time::UNIX_EPOCH - std::time::Duration::from_nanos(mtime_ns.unsigned_abs())
-    };
-    let _ = file.set_times(std::fs::FileTimes::new().set_modified(t));
 }
 
 /// Parses `o+l:d,o+l:d,...`.

@@ -21,6 +21,8 @@ use crate::protocol::{
 pub struct Client {
     conn: Connection<Stream>,
     peer: SocketAddr,
+    /// The capabilities the server granted.
+    caps: u64,
 }
 
 impl Client {
@@ -55,11 +57,12 @@ impl Client {
         conn.queue_raw(&MAGIC);
         conn.queue(&Frame::Hello {
             version: VERSION,
-            caps: if token.is_some() {
-                caps::TOKEN
-            } else {
-                caps::NONE
-            },
+            caps: caps::UPLOAD
+                | if token.is_some() {
+                    caps::TOKEN
+                } else {
+                    caps::NONE
+                },
             token: token.map(|t| t.expose().as_bytes().to_vec()),
         });
         conn.flush().await.map_err(ConnectionError::from)?;
@@ -75,9 +78,16 @@ impl Client {
             }
             Err(e) => return Err(e.into()),
         }
-        let mut client = Client { conn, peer };
+        let mut client = Client {
+            conn,
+            peer,
+            caps: caps::NONE,
+        };
         match client.read_reply().await? {
-            Frame::Welcome { version, .. } if version >= 1 && version <= VERSION => Ok(client),
+            Frame::Welcome { version, caps } if version >= 1 && version <= VERSION => {
+                client.caps = caps;
+                Ok(client)
+            }
             Frame::Welcome { version, .. } => Err(ClientError::Protocol(format!(
                 "server chose unsupported version {version}"
             ))),
@@ -88,6 +98,11 @@ impl Client {
     /// The framed connection, for receiving a body without copies.
     pub(crate) fn connection(&mut self) -> &mut Connection<Stream> {
         &mut self.conn
+    }
+
+    /// Whether the server said it accepts uploads.
+    pub fn accepts_uploads(&self) -> bool {
+        self.caps & caps::UPLOAD != 0
     }
 
     /// The server's address.

@@ -33,6 +33,18 @@ pub enum ErrorCode {
     /// A `List` of a directory with more entries than one listing may
     /// carry ([`crate::protocol::MAX_LIST_ENTRIES`]).
     TooManyEntries = 10,
+    /// An upload's target exists and the server does not overwrite.
+    Exists = 11,
+    /// An upload is larger than the server accepts.
+    TooLarge = 12,
+    /// The server accepts no uploads.
+    ReadOnly = 13,
+    /// An upload's bytes do not match its hash; nothing was saved.
+    Mismatch = 14,
+    /// The server's disk is full; nothing was saved.
+    NoSpace = 15,
+    /// Another upload of the same file is in progress.
+    Conflict = 16,
     /// The server is at its connection limit.
     Busy = 100,
     /// No protocol version in common.
@@ -63,7 +75,7 @@ impl ErrorCode {
     }
 
     /// Every defined code, for exhaustive tests.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 24] = [
         ErrorCode::NotFound,
         ErrorCode::IsADirectory,
         ErrorCode::NotADirectory,
@@ -74,6 +86,12 @@ impl ErrorCode {
         ErrorCode::RangeNotSatisfiable,
         ErrorCode::Io,
         ErrorCode::TooManyEntries,
+        ErrorCode::Exists,
+        ErrorCode::TooLarge,
+        ErrorCode::ReadOnly,
+        ErrorCode::Mismatch,
+        ErrorCode::NoSpace,
+        ErrorCode::Conflict,
         ErrorCode::Busy,
         ErrorCode::UnsupportedVersion,
         ErrorCode::BadFrame,
@@ -109,6 +127,12 @@ impl fmt::Display for ErrorCode {
             ErrorCode::RangeNotSatisfiable => "offset beyond end of file",
             ErrorCode::Io => "server I/O error",
             ErrorCode::TooManyEntries => "directory too large to list",
+            ErrorCode::Exists => "already exists",
+            ErrorCode::TooLarge => "over the upload limit",
+            ErrorCode::ReadOnly => "uploads are off",
+            ErrorCode::Mismatch => "hash mismatch",
+            ErrorCode::NoSpace => "server disk full",
+            ErrorCode::Conflict => "upload in progress",
             ErrorCode::Busy => "server busy",
             ErrorCode::UnsupportedVersion => "unsupported protocol version",
             ErrorCode::BadFrame => "malformed frame",

@@ -145,6 +145,22 @@ pub struct ListEntry {
     pub mtime_ns: i64,
 }
 
+/// A request to upload a file (see `docs/PROTOCOL.md`, "Uploads").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutRequest {
+    /// Target path relative to the served root, `/`-separated.
+    pub path: Vec<u8>,
+    /// The whole file's size.
+    pub size: u64,
+    /// The client's modification time of the file, ns since the epoch:
+    /// given to the saved file, and part of what identifies an upload to
+    /// resume.
+    pub mtime_ns: i64,
+    /// The body follows at once, from offset 0, with no `PutReady`
+    /// (allowed up to [`MAX_INLINE_PUT`](super::MAX_INLINE_PUT) bytes).
+    pub inline: bool,
+}
+
 /// Every frame of protocol version 1, both directions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
@@ -177,6 +193,14 @@ pub enum Frame {
         /// Path relative to the served root; empty for the root itself.
         path: Vec<u8>,
     },
+    /// Client → server: upload a file; answered with `PutReady` (unless
+    /// inline), then the body is sent, then `PutEnd`.
+    Put(PutRequest),
+    /// Client → server: ends an upload's body.
+    PutEnd {
+        /// BLAKE3 hash of the whole file.
+        hash: [u8; HASH_LEN],
+    },
     /// Client → server: a message to print; answered with `Ack`.
     Message {
         /// The message, ideally UTF-8.
@@ -198,6 +222,19 @@ pub enum Frame {
         /// How many `ListEntry` frames preceded it.
         count: u64,
     },
+    /// Server → client: send the upload's body from `offset` (what the
+    /// server already holds of it).
+    PutReady {
+        /// Bytes the server holds; the body is the file from here.
+        offset: u64,
+    },
+    /// Server → client: the upload is saved under its name, verified.
+    PutDone {
+        /// Its size.
+        size: u64,
+        /// Whether it replaced an existing file.
+        replaced: bool,
+    },
     /// Server → client: acknowledges a `Message`.
     Ack {
         /// The acknowledgement text.
@@ -218,6 +255,8 @@ mod ty {
     pub const STAT: u8 = 0x03;
     pub const LIST: u8 = 0x04;
     pub const MESSAGE: u8 = 0x05;
+    pub const PUT: u8 = 0x06;
+    pub const PUT_END: u8 = 0x07;
     pub const WELCOME: u8 = 0x81;
     pub const FILE_HEADER: u8 = 0x82;
     pub const TRAILER: u8 = 0x83;
@@ -225,11 +264,14 @@ mod ty {
     pub const LIST_ENTRY: u8 = 0x85;
     pub const LIST_END: u8 = 0x86;
     pub const ACK: u8 = 0x87;
+    pub const PUT_READY: u8 = 0x88;
+    pub const PUT_DONE: u8 = 0x89;
     pub const ERROR: u8 = 0xFF;
 }
 
 const GET_HAS_LENGTH: u8 = 0b01;
 const GET_HAS_VALIDATOR: u8 = 0b10;
+const PUT_INLINE: u8 = 0b01;
 
 impl Frame {
     /// Builds an error frame from a code and a message (truncated to
@@ -258,6 +300,10 @@ impl Frame {
             Frame::Stat { .. } => "Stat",
             Frame::List { .. } => "List",
             Frame::Message { .. } => "Message",
+            Frame::Put(_) => "Put",
+            Frame::PutEnd { .. } => "PutEnd",
+            Frame::PutReady { .. } => "PutReady",
+            Frame::PutDone { .. } => "PutDone",
             Frame::FileHeader(_) => "FileHeader",
             Frame::Trailer { .. } => "Trailer",
             Frame::StatReply(_) => "StatReply",
@@ -329,6 +375,26 @@ impl Frame {
                 out.push(ty::MESSAGE);
                 put_bytes(out, text);
             }
+            Frame::Put(p) => {
+                out.push(ty::PUT);
+                put_bytes(out, &p.path);
+                out.extend_from_slice(&p.size.to_be_bytes());
+                out.extend_from_slice(&p.mtime_ns.to_be_bytes());
+                out.push(if p.inline { PUT_INLINE } else { 0 });
+            }
+            Frame::PutEnd { hash } => {
+                out.push(ty::PUT_END);
+                out.extend_from_slice(hash);
+            }
+            Frame::PutReady { offset } => {
+                out.push(ty::PUT_READY);
+                out.extend_from_slice(&offset.to_be_bytes());
+            }
+            Frame::PutDone { size, replaced } => {
+                out.push(ty::PUT_DONE);
+                out.extend_from_slice(&size.to_be_bytes());
+                out.push(u8::from(*replaced));
+            }
             Frame::FileHeader(h) => {
                 out.push(ty::FILE_HEADER);
                 out.extend_from_slice(&h.offset.to_be_bytes());
@@ -386,6 +452,9 @@ impl Frame {
     pub fn check_limits(&self) -> Result<(), &'static str> {
         let ok = match self {
             Frame::Get(g) => g.path.len() <= MAX_PATH_LEN,
+            Frame::Put(p) => {
+                p.path.len() <= MAX_PATH_LEN && (!p.inline || p.size <= super::MAX_INLINE_PUT)
+            }
             Frame::Stat { path } | Frame::List { path } => path.len() <= MAX_PATH_LEN,
             Frame::Message { text } | Frame::Ack { text } => text.len() <= MAX_MESSAGE_LEN,
             Frame::ListEntry(e) => e.name.len() <= MAX_NAME_LEN,
@@ -408,6 +477,7 @@ impl Frame {
                 Frame::Error { .. } => "error message too long",
                 Frame::FileHeader(_) => "range beyond file size",
                 Frame::Hello { .. } => "token too long, or present without its capability bit",
+                Frame::Put(p) if p.path.len() <= MAX_PATH_LEN => "inline body too large",
                 _ => "path too long",
             })
         }
@@ -523,6 +593,10 @@ fn decode_body(ty: u8, payload: &[u8]) -> Result<Frame, DecodeError> {
         ty::STAT => "Stat",
         ty::LIST => "List",
         ty::MESSAGE => "Message",
+        ty::PUT => "Put",
+        ty::PUT_END => "PutEnd",
+        ty::PUT_READY => "PutReady",
+        ty::PUT_DONE => "PutDone",
         ty::FILE_HEADER => "FileHeader",
         ty::TRAILER => "Trailer",
         ty::STAT_REPLY => "StatReply",
@@ -591,6 +665,36 @@ fn decode_body(ty: u8, payload: &[u8]) -> Result<Frame, DecodeError> {
         ty::MESSAGE => Frame::Message {
             text: r.bytes(MAX_MESSAGE_LEN, "message too long")?,
         },
+        ty::PUT => {
+            let path = r.bytes(MAX_PATH_LEN, "path too long")?;
+            let size = r.u64()?;
+            let mtime_ns = r.i64()?;
+            let flags = r.u8()?;
+            if flags & !PUT_INLINE != 0 {
+                return Err(r.invalid("unknown flags"));
+            }
+            let inline = flags & PUT_INLINE != 0;
+            if inline && size > super::MAX_INLINE_PUT {
+                return Err(r.invalid("inline body too large"));
+            }
+            Frame::Put(PutRequest {
+                path,
+                size,
+                mtime_ns,
+                inline,
+            })
+        }
+        ty::PUT_END => Frame::PutEnd { hash: r.array()? },
+        ty::PUT_READY => Frame::PutReady { offset: r.u64()? },
+        ty::PUT_DONE => {
+            let size = r.u64()?;
+            let replaced = match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(r.invalid("bad replaced flag")),
+            };
+            Frame::PutDone { size, replaced }
+        }
         ty::FILE_HEADER => {
             let h = FileHeader {
                 offset: r.u64()?,

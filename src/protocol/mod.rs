@@ -23,8 +23,8 @@ mod path;
 
 pub use codes::{ErrorCode, UnknownErrorCode};
 pub use frame::{
-    check_magic, DecodeError, EntryKind, FileHeader, Frame, GetRequest, ListEntry, StatReply,
-    Validator,
+    check_magic, DecodeError, EntryKind, FileHeader, Frame, GetRequest, ListEntry, PutRequest,
+    StatReply, Validator,
 };
 pub use path::{validate_name, validate_path};
 
@@ -67,15 +67,24 @@ pub const HASH_LEN: usize = 32;
 
 /// Capability bits a peer may announce in `Hello`/`Welcome`.
 ///
-/// Version 1 defines one, [`caps::TOKEN`]; unknown bits are ignored, so a later client can ask
-/// for (say) uploads or TLS and a v1 server simply does not echo the bit.
+/// Version 1 defines [`caps::TOKEN`] and [`caps::UPLOAD`]; unknown bits are ignored, so a
+/// later client can ask for more and an older server simply does not echo the bit.
 pub mod caps {
     /// No capabilities: what a v1 peer sends.
     pub const NONE: u64 = 0;
     /// `Hello` carries an access token after `caps` (`bytes token`); a
     /// server that checks tokens echoes the bit in `Welcome`.
     pub const TOKEN: u64 = 1;
+    /// Uploads: a client asks for it before sending `Put`; a server that
+    /// accepts uploads echoes it (one that does not, or predates them,
+    /// does not).
+    pub const UPLOAD: u64 = 2;
 }
+
+/// Largest file a `Put` may send inline (its body right after the frame,
+/// without waiting for `PutReady`): small files pipeline, large ones ask
+/// where to resume.
+pub const MAX_INLINE_PUT: u64 = 1024 * 1024;
 
 /// Longest access token a `Hello` may carry.
 pub const MAX_TOKEN_LEN: usize = 256;

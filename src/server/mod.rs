@@ -81,6 +81,9 @@ pub struct Config {
     pub allow_plaintext: bool,
     /// The access token every client must present; `None`: open to all.
     pub auth: Option<Arc<crate::auth::Auth>>,
+    /// Uploads accepted, under these rules; `None` (the default): the
+    /// server is read-only.
+    pub uploads: Option<crate::storage::WriteRules>,
 }
 
 impl Config {
@@ -98,6 +101,7 @@ impl Config {
             tls: None,
             allow_plaintext: false,
             auth: None,
+            uploads: None,
         }
     }
 
@@ -231,7 +235,9 @@ pub async fn run(
     // as useless as an idle connection, and may be evicted like one.
     let stalled_for = config.idle_timeout / 2;
     let shared = Arc::new(Shared {
-        service: Arc::new(FileService::new(root, HashCache::new(65_536))),
+        service: Arc::new(
+            FileService::new(root, HashCache::new(65_536)).with_uploads(config.uploads),
+        ),
         config,
         shutdown: shutdown.clone(),
     });

@@ -195,6 +195,39 @@ fn kind_of(m: &Metadata) -> EntryKind {
     }
 }
 
+/// Sets a file's modification time (best effort: a file system without
+/// fine timestamps keeps what it can).
+pub fn set_mtime(file: &File, mtime_ns: i64) {
+    let t = if mtime_ns >= 0 {
+        std::time::UNIX_EPOCH + std::time::Duration::from_nanos(mtime_ns as u64)
+    } else {
+        std::time::UNIX_EPOCH - std::time::Duration::from_nanos(mtime_ns.unsigned_abs())
+    };
+    let _ = file.set_times(std::fs::FileTimes::new().set_modified(t));
+}
+
+/// `fsync`s the directory holding `rel` beneath `dir` (after a rename
+/// into it, so the new name survives a crash).
+///
+/// # Errors
+///
+/// The open's or the `fsync`'s error.
+pub fn fsync_dir_of(dir: &Dir, rel: &Path) -> io::Result<()> {
+    let parent = match rel.parent() {
+        Some(p) if !p.as_os_str().is_empty() => dir.open_dir(p)?,
+        _ => dir.try_clone()?,
+    };
+    // The handle may be O_PATH, which fsync refuses: reopen it for reading.
+    let fd = rustix::fs::openat(
+        &parent,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    rustix::fs::fsync(&fd)?;
+    Ok(())
+}
+
 /// Nanoseconds since the Unix epoch (negative before it), saturating.
 pub fn system_time_ns(t: SystemTime) -> i64 {
     match t.duration_since(SystemTime::UNIX_EPOCH) {
@@ -275,6 +308,11 @@ impl SafeRoot {
         &self.path
     }
 
+    /// The root's directory handle (for the write side, `upload`).
+    pub(super) fn dir_fd(&self) -> BorrowedFd<'_> {
+        self.dir.as_fd()
+    }
+
     /// The options it was opened with.
     pub fn options(&self) -> RootOptions {
         self.opts
@@ -285,7 +323,10 @@ impl SafeRoot {
     /// lead into hidden ones through symlinks, are `NotFound` unless
     /// hidden files are shared.
     fn resolve(&self, path: &str) -> Result<(File, FileInfo), PathError> {
-        if !self.opts.hidden && path.split('/').any(|c| is_hidden_name(c.as_bytes())) {
+        if path.split('/').any(|c| {
+            super::upload::is_temp_name(c.as_bytes())
+                || (!self.opts.hidden && is_hidden_name(c.as_bytes()))
+        }) {
             return Err(PathError::Hidden);
         }
         // Fast path: a path with no symlink on it is exactly the names
@@ -313,7 +354,7 @@ impl SafeRoot {
             .map_err(PathError::from_io)?
             .into_std();
         let info = FileInfo::of_file(&handle).map_err(PathError::Io)?;
-        if !self.opts.hidden && self.leads_into_hidden(handle.as_fd()) {
+        if self.leads_into_hidden(handle.as_fd()) {
             return Err(PathError::Hidden);
         }
         Ok((handle, info))
@@ -336,9 +377,10 @@ impl SafeRoot {
             return true;
         };
         match target.strip_prefix(&root) {
-            Ok(rel) => rel
-                .components()
-                .any(|c| is_hidden_name(c.as_os_str().as_encoded_bytes())),
+            Ok(rel) => rel.components().any(|c| {
+                let c = c.as_os_str().as_encoded_bytes();
+                super::upload::is_temp_name(c) || (!self.opts.hidden && is_hidden_name(c))
+            }),
             // Not below the root's current path (the root was moved while
             // being served): refuse rather than guess.
             Err(_) => true,
@@ -476,7 +518,10 @@ impl SafeRoot {
         for entry in dir.entries().map_err(PathError::from_io)? {
             let entry = entry.map_err(PathError::Io)?;
             let name = entry.file_name().into_encoded_bytes();
-            if name.len() > MAX_NAME_LEN || (!self.opts.hidden && is_hidden_name(&name)) {
+            if name.len() > MAX_NAME_LEN
+                || (!self.opts.hidden && is_hidden_name(&name))
+                || super::upload::is_temp_name(&name)
+            {
                 continue;
             }
             let Ok(lmeta) = entry.metadata() else {

@@ -6,6 +6,13 @@
 
 mod hash_cache;
 mod local;
+mod upload;
 
 pub use hash_cache::{HashCache, HashKey};
-pub use local::{system_time_ns, validate_path, Entry, FileInfo, PathError, RootOptions, SafeRoot};
+pub use local::{
+    fsync_dir_of, set_mtime, system_time_ns, validate_path, Entry, FileInfo, PathError,
+    RootOptions, SafeRoot,
+};
+pub use upload::{
+    is_temp_name, Committed, Upload, UploadError, UploadSpec, WriteRules, TEMP_PREFIX,
+};

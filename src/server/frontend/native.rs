@@ -6,6 +6,8 @@
 //! (a missing file) answer an error frame and keep the connection;
 //! connection-level ones (a malformed frame, a timeout) answer one and close.
 
+mod put;
+
 use std::fmt;
 use std::time::Instant;
 
@@ -56,7 +58,7 @@ impl fmt::Display for Summary {
 }
 
 /// Why the request loop ended.
-enum End {
+pub(super) enum End {
     /// The client closed cleanly.
     Closed,
     /// We close, after sending this frame.
@@ -95,7 +97,7 @@ pub(crate) async fn serve(stream: Stream, already_read: &[u8], ctx: &ConnCtx<'_>
     summary
 }
 
-fn fatal(code: ErrorCode, why: impl Into<String>) -> End {
+pub(super) fn fatal(code: ErrorCode, why: impl Into<String>) -> End {
     let why = why.into();
     End::Fatal(Frame::error(code, why.clone()), why)
 }
@@ -118,7 +120,7 @@ fn from_conn_error(e: ConnectionError) -> End {
 }
 
 /// Waits for the next frame as an evictable, time-limited wait.
-async fn next_frame(
+pub(super) async fn next_frame(
     conn: &mut Connection<Stream>,
     ctx: &ConnCtx<'_>,
 ) -> Result<Option<Frame>, End> {
@@ -185,12 +187,7 @@ async fn run(conn: &mut Connection<Stream>, ctx: &ConnCtx<'_>, summary: &mut Sum
     summary.magic_sent = true;
     conn.queue(&Frame::Welcome {
         version: version.min(VERSION),
-        caps: asked
-            & if ctx.auth_required() {
-                caps::TOKEN
-            } else {
-                caps::NONE
-            },
+        caps: asked & granted_caps(ctx),
     });
     if let Err(e) = conn.flush().await {
         return End::Broken(format!("connection error: {e}"));
@@ -211,6 +208,7 @@ async fn run(conn: &mut Connection<Stream>, ctx: &ConnCtx<'_>, summary: &mut Sum
                 Ok(())
             }
             Frame::List { path } => handle_list(conn, ctx, &path).await,
+            Frame::Put(p) => put::handle_put(conn, ctx, p).await,
             Frame::Message { text } => {
                 ctx.print_message(&text);
                 info!(bytes = text.len(), "MSG");
@@ -240,8 +238,20 @@ async fn run(conn: &mut Connection<Stream>, ctx: &ConnCtx<'_>, summary: &mut Sum
     }
 }
 
+/// The capabilities this server grants (when asked).
+fn granted_caps(ctx: &ConnCtx<'_>) -> u64 {
+    let mut c = caps::NONE;
+    if ctx.auth_required() {
+        c |= caps::TOKEN;
+    }
+    if ctx.service().accepts_uploads() {
+        c |= caps::UPLOAD;
+    }
+    c
+}
+
 /// Formats a request path for messages and logs.
-fn shown(path: &[u8]) -> String {
+pub(super) fn shown(path: &[u8]) -> String {
     escape_controls(&String::from_utf8_lossy(path)).into_owned()
 }
 
