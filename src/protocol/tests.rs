@@ -172,6 +172,39 @@ fn golden_vectors() -> Vec<(&'static str, Frame, &'static str)> {
              00 00 00 00 01",
         ),
         (
+            "Put inline",
+            Frame::Put(PutRequest {
+                path: b"up.txt".to_vec(),
+                size: 5,
+                mtime_ns: 1,
+                inline: true,
+            }),
+            "00 00 00 1a 06 00 06 75 70 2e 74 78 74 00 00 00 \
+             00 00 00 00 05 00 00 00 00 00 00 00 01 01",
+        ),
+        (
+            "PutEnd",
+            Frame::PutEnd {
+                hash: counting_hash(),
+            },
+            "00 00 00 21 07 00 01 02 03 04 05 06 07 08 09 0a \
+             0b 0c 0d 0e 0f 10 11 12 13 14 15 16 17 18 19 1a \
+             1b 1c 1d 1e 1f",
+        ),
+        (
+            "PutReady",
+            Frame::PutReady { offset: 1000 },
+            "00 00 00 09 88 00 00 00 00 00 00 03 e8",
+        ),
+        (
+            "PutDone",
+            Frame::PutDone {
+                size: 5,
+                replaced: false,
+            },
+            "00 00 00 0a 89 00 00 00 00 00 00 00 05 00",
+        ),
+        (
             "Trailer",
             Frame::Trailer {
                 hash: counting_hash(),
@@ -346,6 +379,12 @@ fn error_codes_match_the_spec_table() {
         (ErrorCode::RangeNotSatisfiable, 8),
         (ErrorCode::Io, 9),
         (ErrorCode::TooManyEntries, 10),
+        (ErrorCode::Exists, 11),
+        (ErrorCode::TooLarge, 12),
+        (ErrorCode::ReadOnly, 13),
+        (ErrorCode::Mismatch, 14),
+        (ErrorCode::NoSpace, 15),
+        (ErrorCode::Conflict, 16),
         (ErrorCode::Busy, 100),
         (ErrorCode::UnsupportedVersion, 101),
         (ErrorCode::BadFrame, 102),
@@ -404,8 +443,8 @@ fn invalid_examples_in_the_spec() {
         Err(DecodeError::TooLarge(65537))
     );
     assert_eq!(
-        Frame::parse(&hex("00 00 00 01 06")),
-        Err(DecodeError::UnknownType(6))
+        Frame::parse(&hex("00 00 00 01 08")),
+        Err(DecodeError::UnknownType(8))
     );
     assert_eq!(
         Frame::parse(&hex("00 00 00 0c 01 00 01 00 00 00 00 00 00 00 00 00")),
@@ -495,6 +534,8 @@ mod ty_byte {
     pub const STAT: u8 = 0x03;
     pub const LIST: u8 = 0x04;
     pub const MESSAGE: u8 = 0x05;
+    pub const PUT: u8 = 0x06;
+    pub const PUT_END: u8 = 0x07;
     pub const WELCOME: u8 = 0x81;
     pub const FILE_HEADER: u8 = 0x82;
     pub const TRAILER: u8 = 0x83;
@@ -502,14 +543,18 @@ mod ty_byte {
     pub const LIST_ENTRY: u8 = 0x85;
     pub const LIST_END: u8 = 0x86;
     pub const ACK: u8 = 0x87;
+    pub const PUT_READY: u8 = 0x88;
+    pub const PUT_DONE: u8 = 0x89;
     pub const ERROR: u8 = 0xff;
 
-    pub const ALL: [(u8, &str); 13] = [
+    pub const ALL: [(u8, &str); 17] = [
         (HELLO, "Hello"),
         (GET, "Get"),
         (STAT, "Stat"),
         (LIST, "List"),
         (MESSAGE, "Message"),
+        (PUT, "Put"),
+        (PUT_END, "PutEnd"),
         (WELCOME, "Welcome"),
         (FILE_HEADER, "FileHeader"),
         (TRAILER, "Trailer"),
@@ -517,6 +562,8 @@ mod ty_byte {
         (LIST_ENTRY, "ListEntry"),
         (LIST_END, "ListEnd"),
         (ACK, "Ack"),
+        (PUT_READY, "PutReady"),
+        (PUT_DONE, "PutDone"),
         (ERROR, "Error"),
     ];
 }

@@ -16,6 +16,7 @@ mod body;
 mod files;
 mod io;
 mod listing;
+mod upload;
 mod url;
 
 use std::convert::Infallible;
@@ -130,15 +131,26 @@ fn answer(
     requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let log = || AccessLog::new(req.method().as_str(), req.uri().path(), in_flight);
     let mut delay = None;
+    let mut upload = None;
     let response = if ctx.plaintext_refused() {
-        to_https(&req, log())
+        Some(to_https(&req, log()))
     } else {
         match ctx.authorize(presented_token(&req).as_deref()) {
-            Verdict::Granted => handle(req, ctx, in_flight),
-            Verdict::Missing => unauthorized("this server requires a token", log()),
+            Verdict::Granted if req.method() == Method::PUT => {
+                match upload_target(&req, ctx, log()) {
+                    Ok(path) => {
+                        let log = log();
+                        upload = Some(upload::put(req, path, ctx.service_owned(), log));
+                        None
+                    }
+                    Err(r) => Some(r),
+                }
+            }
+            Verdict::Granted => Some(handle(req, ctx, in_flight)),
+            Verdict::Missing => Some(unauthorized("this server requires a token", log())),
             Verdict::Wrong(d) => {
                 delay = Some(d);
-                unauthorized("wrong token", log())
+                Some(unauthorized("wrong token", log()))
             }
         }
     };
@@ -146,7 +158,11 @@ fn answer(
         if let Some(d) = delay {
             tokio::time::sleep(d).await;
         }
-        Ok(response)
+        match (response, upload) {
+            (Some(r), _) => Ok(r),
+            (None, Some(u)) => Ok(u.await),
+            (None, None) => unreachable!("either an answer or an upload"),
+        }
     }
 }
 
@@ -256,6 +272,34 @@ fn redirect(location: &str, log: AccessLog) -> Response<Body> {
     r
 }
 
+/// The path a PUT writes to, or the answer refusing it.
+fn upload_target(
+    req: &Request<Incoming>,
+    ctx: &ConnCtx<'_>,
+    log: AccessLog,
+) -> Result<String, Response<Body>> {
+    if !ctx.service().accepts_uploads() {
+        return Err(text(
+            StatusCode::FORBIDDEN,
+            "uploads are off on this server (start it with --upload)",
+            log,
+        ));
+    }
+    match url::decode(req.uri().path()) {
+        Ok(t) if t.dir || t.path.is_empty() => Err(text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "PUT needs a file name (a URL not ending in /)",
+            log,
+        )),
+        Ok(t) => Ok(t.path),
+        Err(why) => Err(text(
+            StatusCode::BAD_REQUEST,
+            &format!("invalid path: {why}"),
+            log,
+        )),
+    }
+}
+
 /// What one request means, answered by the file service.
 fn handle(req: Request<Incoming>, ctx: &ConnCtx<'_>, in_flight: &InFlight) -> Response<Body> {
     let method = req.method().clone();
@@ -263,13 +307,20 @@ fn handle(req: Request<Incoming>, ctx: &ConnCtx<'_>, in_flight: &InFlight) -> Re
     let log = AccessLog::new(method.as_str(), &raw_path, in_flight);
     debug!(%method, uri = %req.uri(), "HTTP request");
     if method != Method::GET && method != Method::HEAD {
+        let uploads = ctx.service().accepts_uploads();
         let mut r = text(
             StatusCode::METHOD_NOT_ALLOWED,
-            "only GET and HEAD are served",
+            if uploads {
+                "only GET, HEAD and PUT are served"
+            } else {
+                "only GET and HEAD are served (uploads are off)"
+            },
             log,
         );
-        r.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        r.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_static(if uploads { "GET, HEAD, PUT" } else { "GET, HEAD" }),
+        );
         return r;
     }
     let target = match url::decode(&raw_path) {
