@@ -16,6 +16,12 @@ use crate::tls::server::ServerTls;
 
 pub(super) async fn serve(a: ServeArgs) -> Result<ExitCode> {
     raise_fd_limit();
+    // Past a file-size limit (RLIMIT_FSIZE) the kernel kills the writer
+    // with SIGXFSZ; with a handler installed an upload's write fails with
+    // EFBIG instead, answered like a full disk, and the server goes on.
+    let _xfsz = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(
+        rustix::process::Signal::Xfsz as i32,
+    ));
     // A message server (the tutorial's) shares no files unless a directory
     // is named: starting one must never expose the current directory.
     let dir = match (&a.dir, a.tutorial) {

@@ -158,7 +158,19 @@ pub async fn put_file(
     base: u64,
 ) -> Result<Uploaded, ClientError> {
     let progress = Shown { bar, base };
-    match put_once(client, local, remote, opts, &progress).await {
+    // The server may not yet have noticed that an interrupted run of the
+    // same upload is gone (its lock on the temporary lasts until then):
+    // a few short waits.
+    let mut first = put_once(client, local, remote, opts, &progress).await;
+    for wait_ms in [100, 300, 600, 1000, 2000] {
+        if first.as_ref().err().and_then(ClientError::remote_code) != Some(ErrorCode::Conflict) {
+            break;
+        }
+        debug!("another upload of this file is in progress; retrying in {wait_ms} ms");
+        tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
+        first = put_once(client, local, remote, opts, &progress).await;
+    }
+    match first {
         Err(e) if e.remote_code() == Some(ErrorCode::Mismatch) => {
             debug!("the server's copy failed the check; starting over");
             progress.at(0);

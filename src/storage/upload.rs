@@ -530,7 +530,10 @@ impl Upload {
             crate::storage::set_mtime(&self.file, t);
         }
         self.file.sync_all().map_err(UploadError::from_io)?;
-        check_target(&self.dir, &self.name, self.overwrite)?;
+        if let Err(e) = check_target(&self.dir, &self.name, self.overwrite) {
+            self.discard();
+            return Err(e);
+        }
         let replaced = lstat_kind(&self.dir, &self.name).is_some();
         let flags = if self.overwrite {
             RenameFlags::empty()
@@ -539,7 +542,12 @@ impl Upload {
         };
         match rustix::fs::renameat_with(&self.dir, &self.temp, &self.dir, &self.name, flags) {
             Ok(()) => {}
-            Err(Errno::EXIST) => return Err(UploadError::Exists),
+            Err(Errno::EXIST) => {
+                // Another upload took the name first: this one is whole
+                // but has nowhere to go.
+                self.discard();
+                return Err(UploadError::Exists);
+            }
             Err(e) => return Err(dir_error(e)),
         }
         rustix::fs::fsync(&self.dir).map_err(|e| UploadError::from_io(e.into()))?;

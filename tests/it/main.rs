@@ -16,3 +16,4 @@ mod native;
 mod tls;
 mod tree;
 mod tutorial;
+mod upload;

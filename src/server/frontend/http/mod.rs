@@ -143,7 +143,7 @@ fn answer(
                         upload = Some(upload::put(req, path, ctx.service_owned(), log));
                         None
                     }
-                    Err(r) => Some(r),
+                    Err(r) => Some(*r),
                 }
             }
             Verdict::Granted => Some(handle(req, ctx, in_flight)),
@@ -277,26 +277,26 @@ fn upload_target(
     req: &Request<Incoming>,
     ctx: &ConnCtx<'_>,
     log: AccessLog,
-) -> Result<String, Response<Body>> {
+) -> Result<String, Box<Response<Body>>> {
     if !ctx.service().accepts_uploads() {
-        return Err(text(
+        return Err(Box::new(text(
             StatusCode::FORBIDDEN,
             "uploads are off on this server (start it with --upload)",
             log,
-        ));
+        )));
     }
     match url::decode(req.uri().path()) {
-        Ok(t) if t.dir || t.path.is_empty() => Err(text(
+        Ok(t) if t.dir || t.path.is_empty() => Err(Box::new(text(
             StatusCode::METHOD_NOT_ALLOWED,
             "PUT needs a file name (a URL not ending in /)",
             log,
-        )),
+        ))),
         Ok(t) => Ok(t.path),
-        Err(why) => Err(text(
+        Err(why) => Err(Box::new(text(
             StatusCode::BAD_REQUEST,
             &format!("invalid path: {why}"),
             log,
-        )),
+        ))),
     }
 }
 
@@ -319,7 +319,11 @@ fn handle(req: Request<Incoming>, ctx: &ConnCtx<'_>, in_flight: &InFlight) -> Re
         );
         r.headers_mut().insert(
             header::ALLOW,
-            HeaderValue::from_static(if uploads { "GET, HEAD, PUT" } else { "GET, HEAD" }),
+            HeaderValue::from_static(if uploads {
+                "GET, HEAD, PUT"
+            } else {
+                "GET, HEAD"
+            }),
         );
         return r;
     }

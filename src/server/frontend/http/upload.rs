@@ -111,7 +111,11 @@ pub(super) async fn put(
 ) -> Response<Body> {
     let h = req.headers();
     let Ok(hash) = parse_hash(h) else {
-        return text(StatusCode::BAD_REQUEST, "X-Ferry-Blake3 must be 64 hex digits", log);
+        return text(
+            StatusCode::BAD_REQUEST,
+            "X-Ferry-Blake3 must be 64 hex digits",
+            log,
+        );
     };
     let length: Option<u64> = h
         .get(header::CONTENT_LENGTH)
@@ -187,7 +191,9 @@ pub(super) async fn put(
                 return text(StatusCode::BAD_REQUEST, "upload body cut short", log);
             }
             Some(Ok(frame)) => {
-                let Ok(data) = frame.into_data() else { continue };
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
                 let mut data = &data[..];
                 while !data.is_empty() {
                     let room = UPLOAD_CHUNK - buf.len();
@@ -262,7 +268,10 @@ mod tests {
 
     #[test]
     fn content_ranges() {
-        assert_eq!(parse_content_range("bytes */100"), Some(Part::Query { total: 100 }));
+        assert_eq!(
+            parse_content_range("bytes */100"),
+            Some(Part::Query { total: 100 })
+        );
         assert_eq!(
             parse_content_range("bytes 10-19/100"),
             Some(Part::Range {
