@@ -9,7 +9,7 @@
 //! in-memory stream, chunk by chunk, to the real
 //! `ferry::connection::Connection`, and read the way `server::native` reads
 //! them: `read_magic`, then a `Hello`, then requests until a frame that is
-//! not one. Every `Get`/`Stat`/`List` path goes through
+//! not one. Every `Get`/`Stat`/`List`/`Put` path goes through
 //! `ferry::protocol::validate_path`.
 //!
 //! Invariants checked, besides "never panics":
@@ -37,8 +37,8 @@ use std::task::{Context, Poll, Waker};
 use arbitrary::Arbitrary;
 use ferry::connection::{Connection, ConnectionError};
 use ferry::protocol::{
-    validate_name, validate_path, DecodeError, Frame, GetRequest, Validator, MAGIC, MAX_FRAME_LEN,
-    MAX_NAME_LEN, MAX_PATH_LEN,
+    validate_name, validate_path, DecodeError, Frame, GetRequest, PutRequest, Validator, MAGIC,
+    MAX_FRAME_LEN, MAX_NAME_LEN, MAX_PATH_LEN,
 };
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -89,6 +89,14 @@ enum Item {
     Stat(PathSpec),
     List(PathSpec),
     Message(Vec<u8>),
+    /// An upload's head (never inline here: a body is not a frame) and
+    /// the `PutEnd` that follows its body.
+    Put {
+        path: PathSpec,
+        size: u64,
+        mtime_ns: i64,
+    },
+    PutEnd([u8; 32]),
     Hello {
         version: u16,
         caps: u64,
@@ -232,6 +240,12 @@ fuzz_target!(|input: Input| {
             Frame::Get(GetRequest { path, .. }) | Frame::Stat { path } | Frame::List { path } => {
                 check_path(path)
             }
+            // An upload's body follows, raw bytes and not frames: the
+            // framed model ends here.
+            Frame::Put(PutRequest { path, .. }) => {
+                check_path(path);
+                return;
+            }
             Frame::Message { .. } => {}
             // Not a request: the server answers UnexpectedFrame and closes.
             _ => return,
@@ -280,6 +294,35 @@ fn encode_item(item: &Item, out: &mut Vec<u8>) -> Expect {
             } else {
                 Frame::List { path }
             };
+            f.encode(out);
+            Expect::Frame(f)
+        }
+        Item::Put {
+            path,
+            size,
+            mtime_ns,
+        } => {
+            let path = path_bytes(path);
+            if path.len() > MAX_PATH_LEN {
+                let mut payload = Vec::new();
+                put_bytes(&mut payload, &path);
+                payload.extend_from_slice(&size.to_be_bytes());
+                payload.extend_from_slice(&mtime_ns.to_be_bytes());
+                payload.push(0);
+                put_frame(out, 0x06, &payload);
+                return Expect::Error;
+            }
+            let f = Frame::Put(PutRequest {
+                path,
+                size: *size,
+                mtime_ns: *mtime_ns,
+                inline: false,
+            });
+            f.encode(out);
+            Expect::Frame(f)
+        }
+        Item::PutEnd(hash) => {
+            let f = Frame::PutEnd { hash: *hash };
             f.encode(out);
             Expect::Frame(f)
         }
