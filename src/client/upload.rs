@@ -142,8 +142,8 @@ fn check_limits(frame: &Frame, remote: &str) -> Result<(), ClientError> {
 
 /// Uploads `local` as `remote` over `client`, resuming what the server
 /// kept of an earlier attempt, and retrying once from zero if the server's
-/// copy fails the hash check. `bar` shows `base` plus the bytes the server
-/// has of this file.
+/// copy fails the hash check. `bar` grows by the bytes the server gets of
+/// this file.
 ///
 /// # Errors
 ///
@@ -155,9 +155,11 @@ pub async fn put_file(
     remote: &str,
     opts: &PutOptions,
     bar: &Bar,
-    base: u64,
 ) -> Result<Uploaded, ClientError> {
-    let progress = Shown { bar, base };
+    let progress = Shown {
+        bar,
+        last: std::cell::Cell::new(0),
+    };
     // The server may not yet have noticed that an interrupted run of the
     // same upload is gone (its lock on the temporary lasts until then):
     // a few short waits.
@@ -182,15 +184,22 @@ pub async fn put_file(
     }
 }
 
-/// A bar showing one file's progress after `base` bytes of others.
+/// One file's share of a bar that other connections' files move too:
+/// it adds what this file gained since last told.
 struct Shown<'a> {
     bar: &'a Bar,
-    base: u64,
+    last: std::cell::Cell<u64>,
 }
 
 impl Shown<'_> {
     fn at(&self, pos: u64) {
-        self.bar.set_position(self.base + pos);
+        let last = self.last.replace(pos);
+        if pos >= last {
+            self.bar.inc(pos - last);
+        } else {
+            self.bar
+                .set_position(self.bar.position().saturating_sub(last - pos));
+        }
     }
 }
 
@@ -357,8 +366,7 @@ pub async fn put_batch(
             while !waiting.is_empty() {
                 settle_one(&mut client, &mut waiting, &mut report, bar).await?;
             }
-            let start = bar.position();
-            match put_file(&mut client, &local, &job.remote, opts, bar, start).await {
+            match put_file(&mut client, &local, &job.remote, opts, bar).await {
                 Ok(u) => {
                     report.bytes += u.size;
                     report.saved.push(u);
@@ -370,7 +378,6 @@ pub async fn put_batch(
                 Err(e) if e.breaks_connection() || e.stops_everything() => return Err(e),
                 Err(e) => report.failures.push(failure_line(&local.path, &e)),
             }
-            bar.set_position(start + local.size);
         }
     }
     client.flush().await?;

@@ -183,6 +183,12 @@ pub(super) async fn put(
     loop {
         match body.frame().await {
             None => break,
+            Some(Err(e)) if spec.size.is_none() => {
+                // No declared size: nothing could find this temporary again.
+                info!(path = %path, "PUT cut short ({e}); discarded");
+                task.discard().await;
+                return text(StatusCode::BAD_REQUEST, "upload body cut short", log);
+            }
             Some(Err(e)) => {
                 info!(path = %path, "PUT cut short ({e}); kept for a resume");
                 if buf.is_empty() || task.write(buf).await.is_ok() {
