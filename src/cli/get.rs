@@ -72,9 +72,10 @@ pub(super) async fn get(mut a: GetArgs) -> Result<ExitCode> {
     }
 }
 
-/// First Ctrl-C: ask the downloads to stop and keep what they have. A
-/// second one: leave at once.
-async fn cancel_on_ctrl_c(cancel: CancellationToken) {
+/// First Ctrl-C: ask the transfers to stop and keep what they have (a
+/// `.part` here, a temporary on the server for `put`). A second one: leave
+/// at once.
+pub(super) async fn cancel_on_ctrl_c(cancel: CancellationToken) {
     if tokio::signal::ctrl_c().await.is_ok() {
         cancel.cancel();
         if tokio::signal::ctrl_c().await.is_ok() {

@@ -56,7 +56,7 @@ pub(super) async fn put(mut a: PutArgs) -> Result<ExitCode> {
         .map(|j| std::fs::metadata(&j.local).map_or(0, |m| m.len()))
         .sum();
     let cancel = CancellationToken::new();
-    tokio::spawn(cancel_on_ctrl_c(cancel.clone()));
+    tokio::spawn(super::get::cancel_on_ctrl_c(cancel.clone()));
     let opts = PutOptions {
         progress: if a.quiet {
             Progress::Hidden
@@ -294,15 +294,4 @@ fn walk(
         }
     }
     Ok(())
-}
-
-/// First Ctrl-C: stop and let the server keep what it has. A second one:
-/// leave at once.
-async fn cancel_on_ctrl_c(cancel: CancellationToken) {
-    if tokio::signal::ctrl_c().await.is_ok() {
-        cancel.cancel();
-        if tokio::signal::ctrl_c().await.is_ok() {
-            std::process::exit(i32::from(EXIT_INTERRUPTED));
-        }
-    }
 }

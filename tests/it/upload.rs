@@ -20,6 +20,18 @@ fn curl(args: &[&str]) -> (String, String) {
     (body.to_string(), code.to_string())
 }
 
+/// A partial PUT of `file` (`@path`) with a Content-Range, and a hash.
+fn partial_put(url: &str, file: &str, range: &str, hash: Option<&str>) -> (String, String) {
+    let mut args = vec!["-X", "PUT", "--data-binary", file, "-H", range];
+    let h;
+    if let Some(x) = hash {
+        h = format!("X-Ferry-Blake3: {x}");
+        args.extend(["-H", &h]);
+    }
+    args.push(url);
+    curl(&args)
+}
+
 /// Every file under `dir`, hidden ones included, with its bytes.
 fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
@@ -204,15 +216,7 @@ fn http_put_creates_resumes_and_verifies() {
     let url = format!("{base}/r.bin");
     let p1 = format!("@{}", tmp.path().join("p1").display());
     let p2 = format!("@{}", tmp.path().join("p2").display());
-    let (_, code) = curl(&[
-        "-X",
-        "PUT",
-        "--data-binary",
-        &p1,
-        "-H",
-        "Content-Range: bytes 0-699999/2000000",
-        &url,
-    ]);
+    let (_, code) = partial_put(&url, &p1, "Content-Range: bytes 0-699999/2000000", None);
     assert_eq!(code, "308");
     assert!(
         !root.join("r.bin").exists(),
@@ -238,41 +242,23 @@ fn http_put_creates_resumes_and_verifies() {
     assert!(head.contains("range: bytes=0-699999"), "{head}");
     // A wrong hash is refused and nothing is kept.
     let bad = "00".repeat(32);
-    let (_, code) = curl(&[
-        "-X",
-        "PUT",
-        "--data-binary",
-        &p2,
-        "-H",
-        "Content-Range: bytes 700000-1999999/2000000",
-        "-H",
-        &format!("X-Ferry-Blake3: {bad}"),
+    let (_, code) = partial_put(
         &url,
-    ]);
+        &p2,
+        "Content-Range: bytes 700000-1999999/2000000",
+        Some(&bad),
+    );
     assert_eq!(code, "400");
     assert!(!root.join("r.bin").exists());
     assert_eq!(temps_in(&root), 0);
-    let (_, code) = curl(&[
-        "-X",
-        "PUT",
-        "--data-binary",
-        &p1,
-        "-H",
-        "Content-Range: bytes 0-699999/2000000",
-        &url,
-    ]);
+    let (_, code) = partial_put(&url, &p1, "Content-Range: bytes 0-699999/2000000", None);
     assert_eq!(code, "308");
-    let (_, code) = curl(&[
-        "-X",
-        "PUT",
-        "--data-binary",
-        &p2,
-        "-H",
-        "Content-Range: bytes 700000-1999999/2000000",
-        "-H",
-        &format!("X-Ferry-Blake3: {hash}"),
+    let (_, code) = partial_put(
         &url,
-    ]);
+        &p2,
+        "Content-Range: bytes 700000-1999999/2000000",
+        Some(&hash),
+    );
     assert_eq!(code, "201");
     assert_eq!(fs::read(root.join("r.bin")).unwrap(), data);
     assert_eq!(temps_in(&root), 0);
