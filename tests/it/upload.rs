@@ -495,3 +495,42 @@ impl FifoLike for fs::FileType {
         self.is_fifo()
     }
 }
+
+#[test]
+fn a_server_killed_mid_put_keeps_the_temporary_and_a_rerun_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    fs::create_dir_all(&root).unwrap();
+    let data = random_bytes(64 * 1024 * 1024, 8);
+    write_file(tmp.path(), "big.bin", &data);
+    let target = root.join("big.bin");
+    let mut held = 0;
+    // Bounded: a few tries to catch the server mid-body.
+    for delay_ms in [40u64, 20, 80, 10, 120] {
+        let mut srv = Server::start(&root, &["--upload"]);
+        let child = ferry_spawn(tmp.path(), &["put", "-q", &srv.host(), "big.bin"]);
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        srv.kill();
+        let r = finish(child, None, "ferry put".into());
+        if target.exists() {
+            assert_eq!(fs::read(&target).unwrap(), data);
+            fs::remove_file(&target).unwrap();
+            continue;
+        }
+        assert!(!r.status.success(), "{r}");
+        held = walk(&root).iter().map(|p| file_len(p)).max().unwrap_or(0);
+        if held > 0 {
+            break;
+        }
+    }
+    assert!(held > 0, "never caught the server mid-upload");
+    let srv = Server::start(&root, &["--upload"]);
+    let r = ferry(tmp.path(), &["put", &srv.host(), "big.bin"]).ok();
+    assert!(r.stderr.contains("resumed at"), "{r}");
+    eprintln!(
+        "FIGURE server kill -9 mid-put: the temporary held {held} bytes; re-run: {}",
+        r.stderr.trim()
+    );
+    assert_eq!(fs::read(&target).unwrap(), data);
+    assert_eq!(temps_in(&root), 0);
+}
