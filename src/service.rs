@@ -59,11 +59,6 @@ impl FileService {
         self.writes.is_some() && self.root.is_some()
     }
 
-    /// The rules uploads follow, when they are accepted.
-    pub fn write_rules(&self) -> Option<WriteRules> {
-        self.writes.filter(|_| self.root.is_some())
-    }
-
     /// Starts or resumes an upload to `path` (see
     /// [`SafeRoot::begin_upload`]), off the async workers.
     ///

@@ -145,7 +145,8 @@ impl Client {
         self.queue_frame(Frame::Get(req))
     }
 
-    fn queue_frame(&mut self, frame: Frame) -> Result<(), ClientError> {
+    /// Queues any request after checking it against the protocol's limits.
+    pub(crate) fn queue_frame(&mut self, frame: Frame) -> Result<(), ClientError> {
         frame
             .check_limits()
             .map_err(|why| ClientError::InvalidPath {
@@ -154,6 +155,7 @@ impl Client {
                     Frame::Stat { path } | Frame::List { path } => {
                         crate::display::escape_bytes(path)
                     }
+                    Frame::Put(p) => crate::display::escape_bytes(&p.path),
                     _ => String::new(),
                 },
                 why,

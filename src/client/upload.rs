@@ -131,15 +131,6 @@ fn unexpected(frame: &Frame, wanted: &str) -> ClientError {
     ClientError::Protocol(format!("expected {wanted}, got {}", frame.name()))
 }
 
-fn check_limits(frame: &Frame, remote: &str) -> Result<(), ClientError> {
-    frame
-        .check_limits()
-        .map_err(|why| ClientError::InvalidPath {
-            path: crate::display::escape_controls(remote).into_owned(),
-            why,
-        })
-}
-
 /// Uploads `local` as `remote` over `client`, resuming what the server
 /// kept of an earlier attempt, and retrying once from zero if the server's
 /// copy fails the hash check. `bar` grows by the bytes the server gets of
@@ -210,9 +201,7 @@ async fn put_once(
     opts: &PutOptions,
     bar: &Shown<'_>,
 ) -> Result<Uploaded, ClientError> {
-    let frame = local.request(remote, false);
-    check_limits(&frame, remote)?;
-    client.connection().queue(&frame);
+    client.queue_frame(local.request(remote, false))?;
     client.flush().await?;
     let offset = match client.read_reply().await? {
         Frame::PutReady { offset } if offset <= local.size => offset,
@@ -339,19 +328,17 @@ pub async fn put_batch(
             }
         };
         if local.size <= MAX_INLINE_PUT {
-            let frame = local.request(&job.remote, true);
-            if let Err(e) = check_limits(&frame, &job.remote) {
-                report.failures.push(e.to_string());
-                continue;
-            }
             let mut body = vec![0u8; local.size as usize];
             if let Err(e) = local.file.read_exact_at(&mut body, 0) {
                 report.failures.push(local.local_err(e).to_string());
                 continue;
             }
             let hash: [u8; HASH_LEN] = *blake3::hash(&body).as_bytes();
+            if let Err(e) = client.queue_frame(local.request(&job.remote, true)) {
+                report.failures.push(e.to_string());
+                continue;
+            }
             let conn = client.connection();
-            conn.queue(&frame);
             conn.queue_raw(&body);
             conn.queue(&Frame::PutEnd { hash });
             waiting.push_back((job.remote.clone(), job.local.clone(), local.size));

@@ -472,11 +472,6 @@ impl Upload {
         self.written
     }
 
-    /// What was declared.
-    pub fn spec(&self) -> &UploadSpec {
-        &self.spec
-    }
-
     /// Appends `data`.
     ///
     /// # Errors
@@ -563,13 +558,6 @@ impl Upload {
     pub fn discard(&self) {
         let _ = rustix::fs::unlinkat(&self.dir, self.temp.as_str(), AtFlags::empty());
     }
-
-    /// Leaves the temporary for a later resume, its bytes flushed to the
-    /// kernel (a server restart keeps them; a power cut may lose the tail,
-    /// which the final hash check catches).
-    pub fn keep(self) {
-        drop(self);
-    }
 }
 
 #[cfg(test)]
@@ -624,7 +612,7 @@ mod tests {
             r.begin_upload(b"f", spec(&data), WriteRules::default()),
             Err(UploadError::Busy)
         ));
-        u.keep();
+        drop(u); // kept on disk for the resume
         let mut u = r
             .begin_upload(b"f", spec(&data), WriteRules::default())
             .unwrap();
