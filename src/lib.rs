@@ -14,12 +14,12 @@
 //! | [`protocol`] | the wire format as a pure codec: frames, error codes, path rules. No IO. `docs/PROTOCOL.md` is its spec. |
 //! | [`connection`] | framed IO over any `AsyncRead + AsyncWrite`: read a frame, queue/flush frames, step out of framing for raw file bodies. |
 //! | `zerocopy` | file bodies via `sendfile(2)`, header and body in one segment. |
-//! | [`storage`] | where served bytes come from: `SafeRoot` (opens beneath the root, never outside, hidden files left out) and `HashCache` (BLAKE3 per file version, rationed). |
+//! | [`storage`] | where served bytes come from: `SafeRoot` (opens beneath the root, never outside, hidden files left out) and `HashCache` (BLAKE3 per file version, rationed); the write side (`begin_upload`: a locked hidden temporary beside the target, verified, `fsync`ed and renamed into place, never through a link). |
 //! | [`tls`] | TLS on the port, both ends (rustls): `Stream` (plain or TLS, zero-copy only when plain), the server's certificate (given, or generated once and kept), the client's trust (pin, CA, trust on first use in `known_hosts`). |
 //! | [`auth`] | access tokens: a `Secret` that never shows in logs, checked in constant time, wrong ones slowed per address. |
-//! | [`service`] | the protocol-neutral file service (open, stat, list, hash) every front-end calls. |
+//! | [`service`] | the protocol-neutral file service (open, stat, list, hash, uploads off the async workers) every front-end calls. |
 //! | [`server`] | accept loop, connection limits and eviction (idle and stalled connections), graceful shutdown; `sniff` (first bytes → protocol); TLS accepted by its first byte, then ALPN or the same sniffing; front-ends for native ferry, the tutorial's protocol and HTTP/1.1 and HTTP/2 (hyper: files with ranges and validators, HTML/JSON listings, tar/zip archives), which only translate their wire to the service and never import each other. |
-//! | [`client`] | addresses (`HOST[:PORT][/PATH]`, `ferry://`), the native session, downloads through `PartFile` with resume and verification: one stream, split over connections (`-j`, resumable), whole trees; where they are saved (`-o`); the tutorial's servers (`client::tutorial`). |
+//! | [`client`] | addresses (`HOST[:PORT][/PATH]`, `ferry://`), the native session, downloads through `PartFile` with resume and verification: one stream, split over connections (`-j`, resumable), whole trees; uploads (`client::upload`: resumable, pipelined for small files); where they are saved (`-o`); the tutorial's servers (`client::tutorial`). |
 //! | [`display`] | making untrusted names and messages safe to print (the one escaping function), sizes for people. |
 //! | [`cli`] | the command line: clap arguments, turned into library calls, results into lines and exit codes. |
 //!

@@ -298,7 +298,7 @@ pub struct BatchReport {
 }
 
 /// Uploads `jobs` over one connection: small files inline and pipelined
-/// (up to [`WINDOW`] awaiting their answers), large ones one at a time
+/// (up to `WINDOW` (32) awaiting their answers), large ones one at a time
 /// with resume.
 ///
 /// # Errors
