@@ -22,6 +22,8 @@ pub struct UploadTask {
     upload: Option<Upload>,
     pending: Option<Pending>,
     spare: Option<Vec<u8>>,
+    /// The chunk [`UploadTask::push`] is filling.
+    filling: Option<Vec<u8>>,
     start: u64,
     received: u64,
 }
@@ -37,6 +39,7 @@ impl UploadTask {
             upload: Some(upload),
             pending: None,
             spare: None,
+            filling: None,
             start,
             received: 0,
         }
@@ -48,9 +51,10 @@ impl UploadTask {
         self.start
     }
 
-    /// Bytes received (and handed to [`UploadTask::write`]) so far.
+    /// Bytes received (handed to [`UploadTask::write`] or
+    /// [`UploadTask::push`]) so far.
     pub fn received(&self) -> u64 {
-        self.received
+        self.received + self.filling.as_ref().map_or(0, |b| b.len() as u64)
     }
 
     /// An empty buffer of [`UPLOAD_CHUNK`] capacity to fill and hand back
@@ -104,6 +108,39 @@ impl UploadTask {
         Ok(())
     }
 
+    /// Appends `data` of any length: bytes gather into chunks, each
+    /// written (as by [`UploadTask::write`]) once full; the last, partial
+    /// one by [`UploadTask::finish`] or [`UploadTask::keep`].
+    ///
+    /// # Errors
+    ///
+    /// As [`UploadTask::write`].
+    pub async fn push(&mut self, mut data: &[u8]) -> Result<(), UploadError> {
+        while !data.is_empty() {
+            let mut buf = match self.filling.take() {
+                Some(b) => b,
+                None => self.buffer(),
+            };
+            let n = (UPLOAD_CHUNK - buf.len()).min(data.len());
+            buf.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if buf.len() == UPLOAD_CHUNK {
+                self.write(buf).await?;
+            } else {
+                self.filling = Some(buf);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what [`UploadTask::push`] gathered.
+    async fn flush(&mut self) -> Result<(), UploadError> {
+        match self.filling.take() {
+            Some(b) if !b.is_empty() => self.write(b).await,
+            _ => Ok(()),
+        }
+    }
+
     /// Waits for the last write, checks the file against `hash` (when
     /// given) and renames it into place, durably.
     ///
@@ -111,6 +148,7 @@ impl UploadTask {
     ///
     /// A write's failure, or [`Upload::commit`]'s.
     pub async fn finish(mut self, hash: Option<[u8; HASH_LEN]>) -> Result<Committed, UploadError> {
+        self.flush().await?;
         self.settle().await?;
         let Some(u) = self.upload.take() else {
             return Err(UploadError::Io(std::io::Error::other(
@@ -124,6 +162,7 @@ impl UploadTask {
 
     /// Stops, keeping what was received for a later resume.
     pub async fn keep(mut self) {
+        let _ = self.flush().await;
         let _ = self.settle().await;
     }
 

@@ -62,6 +62,40 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     v
 }
 
+/// A `multipart/form-data` POST to `url` with `files` (file names as raw
+/// bytes, what a hostile client can put there) and extra headers, built
+/// by hand so any name can be sent; returns (body, status).
+fn form_post(url: &str, files: &[(&[u8], &[u8])], headers: &[&str]) -> (String, String) {
+    let mut body = Vec::new();
+    for (name, data) in files {
+        body.extend_from_slice(
+            b"--XfErRyBoUnDaRy\r\nContent-Disposition: form-data; name=\"file\"; filename=\"",
+        );
+        body.extend_from_slice(name);
+        body.extend_from_slice(b"\"\r\nContent-Type: application/octet-stream\r\n\r\n");
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"--XfErRyBoUnDaRy\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nnot a file\r\n--XfErRyBoUnDaRy--\r\n");
+    let file = tempfile::NamedTempFile::new().unwrap();
+    fs::write(file.path(), &body).unwrap();
+    let data = format!("@{}", file.path().display());
+    let mut args = vec![
+        "--path-as-is",
+        "-H",
+        "Content-Type: multipart/form-data; boundary=XfErRyBoUnDaRy",
+        "-H",
+        "Accept: application/json",
+        "--data-binary",
+        &data,
+    ];
+    for h in headers {
+        args.extend(["-H", h]);
+    }
+    args.push(url);
+    curl(&args)
+}
+
 fn temps_in(dir: &Path) -> usize {
     walk(dir)
         .iter()
@@ -468,6 +502,23 @@ fn writes_never_leave_the_root_or_follow_links() {
             "{:?} over HTTP: {code}",
             String::from_utf8_lossy(p)
         );
+        // As a form's file name, and as the directory a form posts to.
+        let base_url = format!("http://{}/", srv.host());
+        let (body, code) = form_post(&base_url, &[(p, b"PWNED\n")], &[]);
+        assert!(
+            !code.starts_with('2'),
+            "{:?} as a form file name: {code} {body}",
+            String::from_utf8_lossy(p)
+        );
+        // (The root and `a` are real directories: a post there is fine.)
+        if ![&b""[..], b"a", b"a/"].contains(p) {
+            let (body, code) = form_post(&format!("{url}/"), &[(b"x.txt", b"PWNED\n")], &[]);
+            assert!(
+                !code.starts_with('2'),
+                "{:?} as a form's directory: {code} {body}",
+                String::from_utf8_lossy(p)
+            );
+        }
     }
     assert_eq!(snapshot(&base.join("outside")), before_outside);
     assert_eq!(fs::read(root.join("a/inside.txt")).unwrap(), b"inside\n");
@@ -533,4 +584,137 @@ fn a_server_killed_mid_put_keeps_the_temporary_and_a_rerun_resumes() {
     );
     assert_eq!(fs::read(&target).unwrap(), data);
     assert_eq!(temps_in(&root), 0);
+}
+
+/// The listing page's form, as `curl -F` and a browser post it: files
+/// saved (text fields ignored), existing names refused, the plain-form
+/// redirect, another site's page refused, the size limit, a body cut
+/// short leaving nothing, and no form at all when uploads are off.
+#[test]
+fn form_posts_save_files_and_refuse_what_puts_refuse() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    fs::create_dir_all(&root).unwrap();
+    let big = random_bytes(700_000, 31);
+    write_file(tmp.path(), "big.bin", &big);
+    write_file(tmp.path(), "small.txt", b"small\n");
+    let big_arg = format!("file=@{}", tmp.path().join("big.bin").display());
+    let small_arg = format!("file=@{}", tmp.path().join("small.txt").display());
+
+    // Off: no form on the page, and a post is refused.
+    let srv = Server::start(&root, &[]);
+    let (page, code) = curl(&[&format!("http://{}/", srv.host())]);
+    assert_eq!(code, "200");
+    assert!(!page.contains("id=\"upload\""), "{page}");
+    let (body, code) = curl(&["-F", &small_arg, &format!("http://{}/", srv.host())]);
+    assert_eq!(code, "403", "{body}");
+    assert_eq!(snapshot(&root), vec![]);
+    drop(srv);
+
+    let srv = Server::start(&root, &["--upload", "--max-upload-size", "1M"]);
+    let host = srv.host();
+    let (page, _) = curl(&[&format!("http://{host}/")]);
+    assert!(page.contains("id=\"upload\"") && page.contains("enctype=\"multipart/form-data\""));
+    // Two files and a text field, as a script posts them: JSON.
+    let (body, code) = curl(&[
+        "-H",
+        "Accept: application/json",
+        "-F",
+        &big_arg,
+        "-F",
+        &small_arg,
+        "-F",
+        "comment=hello",
+        &format!("http://{host}/in/new/"),
+    ]);
+    assert_eq!(code, "201", "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["saved"][0]["path"], "/in/new/big.bin", "{body}");
+    assert_eq!(v["saved"][0]["size"], 700_000);
+    assert_eq!(
+        v["saved"][0]["blake3"],
+        blake3::hash(&big).to_hex().as_str()
+    );
+    assert_eq!(fs::read(root.join("in/new/big.bin")).unwrap(), big);
+    assert_eq!(fs::read(root.join("in/new/small.txt")).unwrap(), b"small\n");
+    assert!(!root.join("in/new/comment").exists());
+    // A plain form: redirected back to the listing.
+    let (head, code) = curl(&[
+        "-sS",
+        "-i",
+        "-F",
+        &format!(
+            "file=@{};filename=plain.txt",
+            tmp.path().join("small.txt").display()
+        ),
+        &format!("http://{host}/in/"),
+    ]);
+    assert_eq!(code, "303", "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("location: /in/\r\n"),
+        "{head}"
+    );
+    assert_eq!(fs::read(root.join("in/plain.txt")).unwrap(), b"small\n");
+    // An existing name: 409, the file untouched, the others still saved.
+    let (body, code) = form_post(
+        &format!("http://{host}/in/"),
+        &[(b"plain.txt", b"REPLACED"), (b"other.txt", b"other")],
+        &[],
+    );
+    assert_eq!(code, "409", "{body}");
+    assert!(body.contains("already exists"), "{body}");
+    assert_eq!(fs::read(root.join("in/plain.txt")).unwrap(), b"small\n");
+    assert_eq!(fs::read(root.join("in/other.txt")).unwrap(), b"other");
+    // Another site's page, and a cross-site fetch: refused, nothing written.
+    for h in [
+        "Origin: http://evil.example",
+        "Sec-Fetch-Site: cross-site",
+        "Origin: null",
+    ] {
+        let (body, code) = form_post(&format!("http://{host}/"), &[(b"evil.txt", b"x")], &[h]);
+        assert_eq!(code, "403", "{h}: {body}");
+    }
+    let same = format!("Origin: http://{host}");
+    let (body, code) = form_post(
+        &format!("http://{host}/"),
+        &[(b"same.txt", b"ok")],
+        &[&same],
+    );
+    assert_eq!(code, "201", "{body}");
+    assert!(!root.join("evil.txt").exists());
+    // Not a form; over the limit (known only as the bytes arrive).
+    let (_, code) = curl(&["--data-binary", "abc", &format!("http://{host}/")]);
+    assert_eq!(code, "415");
+    let (body, code) = form_post(
+        &format!("http://{host}/"),
+        &[(b"huge.bin", &random_bytes(1_100_000, 32))],
+        &[],
+    );
+    assert_eq!(code, "413", "{body}");
+    assert!(!root.join("huge.bin").exists());
+    // A body cut short mid-file: nothing under the name, no temporary.
+    {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(srv.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let head = format!(
+            "POST / HTTP/1.1\r\nHost: {host}\r\nContent-Type: multipart/form-data; boundary=B\r\nContent-Length: 1000000\r\n\r\n\
+             --B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"cut.bin\"\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(&random_bytes(300_000, 33)).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+    }
+    // The server finishes with the cut body on its own schedule: bounded wait.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while temps_in(&root) > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!root.join("cut.bin").exists());
+    assert_eq!(temps_in(&root), 0);
+    // The server still serves.
+    let (body, code) = curl(&[&format!("http://{host}/in/other.txt")]);
+    assert_eq!((body.as_str(), code.as_str()), ("other", "200"));
 }

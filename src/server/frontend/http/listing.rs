@@ -9,6 +9,12 @@
 //! shows as text and downloads through its own link. The page carries a
 //! Content-Security-Policy that allows its own style and its one script
 //! (by nonce) and nothing else.
+//!
+//! With uploads on, the page also has an upload form (a file picker for
+//! several files, a drop zone, a progress bar). It posts
+//! `multipart/form-data` to the directory's own URL: by script, with
+//! progress, answered in JSON, then the page reloads; without script, as
+//! a plain form, answered by a redirect back to the listing.
 
 use std::fmt::Write;
 
@@ -125,6 +131,10 @@ td.name a { color: var(--link); text-decoration: none; word-break: break-all; }
 td.name span.other { color: var(--muted); }
 tr:hover td { background: var(--hover); }
 details { margin-top: 1rem; color: var(--muted); }
+form.upload { margin: 0 0 .75rem; padding: .6rem; border: 1px dashed var(--line); border-radius: .4rem; display: flex; flex-wrap: wrap; gap: .5rem; align-items: center; }
+form.upload.over { border-color: var(--link); background: var(--hover); }
+form.upload progress { flex: 1 1 10rem; }
+form.upload output { color: var(--muted); flex-basis: 100%; }
 pre { overflow-x: auto; padding: .6rem; background: var(--hover); border-radius: .4rem; color: var(--fg); }
 @media (max-width: 36rem) { td.time, th.time { display: none; } body { padding: .6rem; } }
 "#;
@@ -136,6 +146,44 @@ box.addEventListener('input', () => {
   const q = box.value.toLowerCase();
   for (const r of rows) r.hidden = q !== '' && !r.dataset.name.toLowerCase().includes(q);
 });
+"#;
+
+/// The upload form's script: sends the chosen or dropped files with
+/// progress, says what happened, and reloads the listing.
+const UPLOAD_SCRIPT: &str = r#"
+const up = document.getElementById('upload');
+const pick = up.querySelector('input[type=file]');
+const bar = up.querySelector('progress');
+const said = up.querySelector('output');
+function send(files) {
+  if (!files || files.length === 0) return;
+  const form = new FormData();
+  for (const f of files) form.append('file', f, f.name);
+  const xhr = new XMLHttpRequest();
+  xhr.open('POST', up.action);
+  xhr.setRequestHeader('Accept', 'application/json');
+  xhr.upload.onprogress = (e) => { if (e.lengthComputable) { bar.max = e.total; bar.value = e.loaded; } };
+  xhr.onload = () => {
+    let r = {};
+    try { r = JSON.parse(xhr.responseText); } catch (_) { r = { failed: [{ name: '', error: xhr.responseText.trim() }] }; }
+    const saved = r.saved || [], failed = r.failed || [];
+    let msg = saved.length + ' of ' + files.length + ' file(s) uploaded';
+    for (const f of failed) msg += '; ' + f.name + ': ' + f.error;
+    said.textContent = msg;
+    up.dataset.state = failed.length || xhr.status >= 400 ? 'failed' : 'done';
+    if (up.dataset.state === 'done') setTimeout(() => location.reload(), 700);
+  };
+  xhr.onerror = () => { said.textContent = 'upload failed: the connection was lost'; up.dataset.state = 'failed'; };
+  bar.hidden = false; bar.removeAttribute('value');
+  up.dataset.state = 'sending';
+  said.textContent = 'uploading ' + files.length + ' file(s)…';
+  xhr.send(form);
+}
+up.addEventListener('submit', (e) => { e.preventDefault(); send(pick.files); });
+pick.addEventListener('change', () => send(pick.files));
+for (const t of ['dragenter', 'dragover']) document.addEventListener(t, (e) => { e.preventDefault(); up.classList.add('over'); });
+document.addEventListener('dragleave', (e) => { if (!e.relatedTarget) up.classList.remove('over'); });
+document.addEventListener('drop', (e) => { e.preventDefault(); up.classList.remove('over'); send(e.dataTransfer.files); });
 "#;
 
 /// Everything the page needs to show one directory.
@@ -153,6 +201,8 @@ pub(crate) struct Page<'a> {
     /// Whether the server wants a token: the commands then pass it from
     /// `$FERRY_TOKEN` (the page never shows the token itself).
     pub(crate) token: bool,
+    /// Whether the server takes uploads: the page then has its form.
+    pub(crate) upload: bool,
     /// A fresh nonce for the page's one script.
     pub(crate) nonce: String,
 }
@@ -160,8 +210,14 @@ pub(crate) struct Page<'a> {
 impl Page<'_> {
     /// The page's Content-Security-Policy.
     pub(crate) fn csp(&self) -> String {
+        // The upload script posts to this server, and nowhere else.
+        let connect = if self.upload {
+            "connect-src 'self'; "
+        } else {
+            ""
+        };
         format!(
-            "default-src 'none'; style-src 'unsafe-inline'; script-src 'nonce-{}'; \
+            "default-src 'none'; style-src 'unsafe-inline'; script-src 'nonce-{}'; {connect}\
              img-src 'self' data:; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
             self.nonce
         )
@@ -197,12 +253,23 @@ impl Page<'_> {
              <a href=\"{dir}?archive=tar\">Download .tar</a><a href=\"{dir}?archive=zip\">Download .zip</a></nav>",
             dir = html(&dir_href)
         );
+        if self.upload {
+            let _ = write!(
+                out,
+                "<form id=\"upload\" class=\"upload\" method=\"post\" action=\"{}\" enctype=\"multipart/form-data\">\
+                 <input type=\"file\" name=\"file\" multiple aria-label=\"Files to upload\">\
+                 <button type=\"submit\">Upload</button><span>or drop files here</span>\
+                 <progress hidden></progress><output aria-live=\"polite\"></output></form>",
+                html(&dir_href)
+            );
+        }
         self.sort_entries();
         self.table(&mut out, &dir_href);
         self.commands(&mut out, &dir_href);
+        let upload_script = if self.upload { UPLOAD_SCRIPT } else { "" };
         let _ = writeln!(
             out,
-            "</main><script nonce=\"{}\">{SCRIPT}</script></body></html>",
+            "</main><script nonce=\"{}\">{SCRIPT}{upload_script}</script></body></html>",
             self.nonce
         );
         out

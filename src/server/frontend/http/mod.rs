@@ -1,7 +1,8 @@
 //! HTTP/1.1 for browsers, curl and wget, through hyper (no hand-written
 //! HTTP parser): GET and HEAD of files with ranges and conditional
 //! requests ([`files`]), directory listings as HTML or JSON ([`listing`]),
-//! whole subtrees as tar or zip ([`archive`]). Paths go through the same
+//! whole subtrees as tar or zip ([`archive`]); with uploads on, `PUT`
+//! ([`upload`]) and the listing page's form posts ([`form`]). Paths go through the same
 //! file service, and so the same confinement, as every other protocol.
 //!
 //! Limits: request heads are capped in size (64 KiB) and count (100
@@ -14,6 +15,7 @@
 mod archive;
 mod body;
 mod files;
+mod form;
 mod io;
 mod listing;
 mod upload;
@@ -121,6 +123,9 @@ fn http_io(stream: Stream, head: Vec<u8>, ctx: &ConnCtx<'_>, in_flight: &InFligh
     )
 }
 
+/// An upload being answered (a `PUT` or a form's `POST`).
+type Writing = std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>>;
+
 /// One request's answer, as hyper's service wants it.
 fn answer(
     req: Request<Incoming>,
@@ -140,7 +145,19 @@ fn answer(
                 match upload_target(&req, ctx, log()) {
                     Ok(path) => {
                         let log = log();
-                        upload = Some(upload::put(req, path, ctx.service_owned(), log));
+                        let put = upload::put(req, path, ctx.service_owned(), log);
+                        upload = Some(Box::pin(put) as Writing);
+                        None
+                    }
+                    Err(r) => Some(*r),
+                }
+            }
+            Verdict::Granted if req.method() == Method::POST => {
+                match form_target(&req, ctx, log()) {
+                    Ok(dir) => {
+                        let log = log();
+                        let post = form::post(req, dir, ctx.service_owned(), log);
+                        upload = Some(Box::pin(post) as Writing);
                         None
                     }
                     Err(r) => Some(*r),
@@ -206,12 +223,7 @@ fn summary(what: &str, requests: &AtomicUsize, res: Result<(), hyper::Error>) ->
 /// Plaintext on a port that requires TLS: a redirect to the same URL over
 /// https (the same port).
 fn to_https(req: &Request<Incoming>, log: AccessLog) -> Response<Body> {
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
-        .unwrap_or("localhost");
+    let host = request_host(req).unwrap_or("localhost");
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let mut r = text(
         StatusCode::PERMANENT_REDIRECT,
@@ -222,6 +234,15 @@ fn to_https(req: &Request<Incoming>, log: AccessLog) -> Response<Body> {
         r.headers_mut().insert(header::LOCATION, v);
     }
     r
+}
+
+/// The `host[:port]` a request addressed: its `Host`, or over HTTP/2 its
+/// URI's authority.
+fn request_host(req: &Request<Incoming>) -> Option<&str> {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
 }
 
 /// A response of `status` with a one-line text body.
@@ -300,6 +321,32 @@ fn upload_target(
     }
 }
 
+/// The directory a form's `POST` saves into, or the answer refusing it.
+fn form_target(
+    req: &Request<Incoming>,
+    ctx: &ConnCtx<'_>,
+    log: AccessLog,
+) -> Result<String, Box<Response<Body>>> {
+    if !ctx.service().accepts_uploads() {
+        return Err(Box::new(text(
+            StatusCode::FORBIDDEN,
+            "uploads are off on this server (start it with --upload)",
+            log,
+        )));
+    }
+    if let Some(why) = form::cross_site(req.headers(), request_host(req)) {
+        return Err(Box::new(text(StatusCode::FORBIDDEN, why, log)));
+    }
+    match url::decode(req.uri().path()) {
+        Ok(t) => Ok(t.path),
+        Err(why) => Err(Box::new(text(
+            StatusCode::BAD_REQUEST,
+            &format!("invalid path: {why}"),
+            log,
+        ))),
+    }
+}
+
 /// What one request means, answered by the file service.
 fn handle(req: Request<Incoming>, ctx: &ConnCtx<'_>, in_flight: &InFlight) -> Response<Body> {
     let method = req.method().clone();
@@ -311,7 +358,7 @@ fn handle(req: Request<Incoming>, ctx: &ConnCtx<'_>, in_flight: &InFlight) -> Re
         let mut r = text(
             StatusCode::METHOD_NOT_ALLOWED,
             if uploads {
-                "only GET, HEAD and PUT are served"
+                "only GET, HEAD, PUT and POST (a form to a directory) are served"
             } else {
                 "only GET and HEAD are served (uploads are off)"
             },
@@ -320,7 +367,7 @@ fn handle(req: Request<Incoming>, ctx: &ConnCtx<'_>, in_flight: &InFlight) -> Re
         r.headers_mut().insert(
             header::ALLOW,
             HeaderValue::from_static(if uploads {
-                "GET, HEAD, PUT"
+                "GET, HEAD, PUT, POST"
             } else {
                 "GET, HEAD"
             }),
@@ -430,12 +477,7 @@ fn directory(
             None,
         )
     } else {
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .unwrap_or_else(|| "HOST".to_string());
+        let host = request_host(req).unwrap_or("HOST").to_string();
         let page = listing::Page {
             path,
             entries,
@@ -443,6 +485,7 @@ fn directory(
             host,
             tls: ctx.is_tls(),
             token: ctx.auth_required(),
+            upload: ctx.service().accepts_uploads(),
             nonce: nonce(),
         };
         let csp = page.csp();

@@ -20,7 +20,7 @@ use super::body::{AccessLog, Body};
 use super::files::BLAKE3_HEADER;
 use super::{refused, text};
 use crate::protocol::HASH_LEN;
-use crate::service::{FileService, UPLOAD_CHUNK};
+use crate::service::FileService;
 use crate::storage::{UploadError, UploadSpec};
 
 /// The header that tells how many bytes of an upload the server holds.
@@ -63,7 +63,7 @@ fn parse_hash(h: &HeaderMap) -> Result<Option<[u8; HASH_LEN]>, ()> {
 }
 
 /// The status for an upload the service refused or that failed.
-fn status_of(e: &UploadError) -> StatusCode {
+pub(super) fn status_of(e: &UploadError) -> StatusCode {
     match e {
         UploadError::Disabled | UploadError::Hidden | UploadError::Symlink => StatusCode::FORBIDDEN,
         UploadError::Path(p) => refused(p),
@@ -179,7 +179,6 @@ pub(super) async fn put(
         _ => length,
     };
     let mut body = req.into_body();
-    let mut buf = task.buffer();
     loop {
         match body.frame().await {
             None => break,
@@ -191,34 +190,16 @@ pub(super) async fn put(
             }
             Some(Err(e)) => {
                 info!(path = %path, "PUT cut short ({e}); kept for a resume");
-                if buf.is_empty() || task.write(buf).await.is_ok() {
-                    task.keep().await;
-                }
+                task.keep().await;
                 return text(StatusCode::BAD_REQUEST, "upload body cut short", log);
             }
             Some(Ok(frame)) => {
-                let Ok(data) = frame.into_data() else {
-                    continue;
-                };
-                let mut data = &data[..];
-                while !data.is_empty() {
-                    let room = UPLOAD_CHUNK - buf.len();
-                    let n = room.min(data.len());
-                    buf.extend_from_slice(&data[..n]);
-                    data = &data[n..];
-                    if buf.len() == UPLOAD_CHUNK {
-                        if let Err(e) = task.write(buf).await {
-                            return failed(&e, &path, log);
-                        }
-                        buf = task.buffer();
+                if let Ok(data) = frame.into_data() {
+                    if let Err(e) = task.push(&data).await {
+                        return failed(&e, &path, log);
                     }
                 }
             }
-        }
-    }
-    if !buf.is_empty() {
-        if let Err(e) = task.write(buf).await {
-            return failed(&e, &path, log);
         }
     }
     let held = start + task.received();
