@@ -5,6 +5,12 @@
 //! hashes anything itself. So confinement (paths resolved beneath the root,
 //! hidden files left out), the hash cache and "this server shares no files"
 //! are decided in one place, the same way for every protocol.
+//!
+//! File-system calls that can block (open, stat, readdir, and everything
+//! an upload does) never run on the async workers: the async methods hand
+//! them to the blocking pool, at most [`MAX_BLOCKING_FS`] at once, so a
+//! huge directory, a slow disk or a hung network mount delays only the
+//! requests that touch it.
 
 use std::fs::File;
 use std::io;
@@ -17,6 +23,11 @@ use crate::storage::{
 };
 
 mod upload;
+
+/// Most file-system calls of reads and listings running at once on the
+/// blocking pool; more wait their turn (uploads have their own bound: one
+/// write in flight each).
+pub const MAX_BLOCKING_FS: usize = 64;
 
 pub use upload::{UploadTask, UPLOAD_CHUNK};
 
@@ -36,6 +47,8 @@ pub struct FileService {
     hashes: HashCache,
     /// `None`: read-only (the default).
     writes: Option<WriteRules>,
+    /// Bounds the blocking calls of [`FileService::open`] and the like.
+    fs_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl FileService {
@@ -45,6 +58,7 @@ impl FileService {
             root: root.map(Arc::new),
             hashes,
             writes: None,
+            fs_slots: Arc::new(tokio::sync::Semaphore::new(MAX_BLOCKING_FS)),
         }
     }
 
@@ -94,33 +108,91 @@ impl FileService {
         self.root.as_deref().ok_or(PathError::NoFiles)
     }
 
+    /// Runs `f` on the root in the blocking pool, within the bound.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&SafeRoot) -> Result<T, PathError> + Send + 'static,
+    ) -> Result<T, PathError> {
+        let root = self.root.clone().ok_or(PathError::NoFiles)?;
+        let _slot = self
+            .fs_slots
+            .acquire()
+            .await
+            .map_err(|e| PathError::Io(io::Error::other(e)))?;
+        tokio::task::spawn_blocking(move || f(&root))
+            .await
+            .map_err(|e| PathError::Io(io::Error::other(e)))?
+    }
+
     /// Opens the regular file at `path` (a validated, `/`-separated path
-    /// relative to the root; `""` is the root).
+    /// relative to the root; `""` is the root), off the async workers.
     ///
     /// # Errors
     ///
     /// A [`PathError`]: invalid, missing or hidden, a directory or special
     /// file, outside the root, or no files shared.
-    pub fn open(&self, path: &[u8]) -> Result<OpenFile, PathError> {
-        let (file, info) = self.root()?.open_file(path)?;
-        Ok(OpenFile { file, info })
+    pub async fn open(&self, path: &[u8]) -> Result<OpenFile, PathError> {
+        let path = path.to_vec();
+        self.blocking(move |root| root.open_file(&path))
+            .await
+            .map(|(file, info)| OpenFile { file, info })
     }
 
-    /// Describes `path` (directories have size 0).
+    /// Describes `path` (directories have size 0), off the async workers.
     ///
     /// # Errors
     ///
     /// As [`FileService::open`].
-    pub fn stat(&self, path: &[u8]) -> Result<FileInfo, PathError> {
-        self.root()?.stat(path)
+    pub async fn stat(&self, path: &[u8]) -> Result<FileInfo, PathError> {
+        let path = path.to_vec();
+        self.blocking(move |root| root.stat(&path)).await
     }
 
-    /// Lists the directory `path`, sorted by name.
+    /// Lists the directory `path`, sorted by name, off the async workers.
     ///
     /// # Errors
     ///
     /// As [`FileService::open`], and `NotADirectory`, `TooManyEntries`.
-    pub fn list(&self, path: &[u8]) -> Result<Vec<Entry>, PathError> {
+    pub async fn list(&self, path: &[u8]) -> Result<Vec<Entry>, PathError> {
+        let path = path.to_vec();
+        self.blocking(move |root| root.entries(&path)).await
+    }
+
+    /// Lists `path` and hands its entries to `f`, both on the blocking
+    /// pool: for answers whose making is itself long work for a huge
+    /// directory (an HTML page, JSON).
+    ///
+    /// # Errors
+    ///
+    /// As [`FileService::list`].
+    pub async fn list_with<T: Send + 'static>(
+        self: &Arc<Self>,
+        path: &[u8],
+        f: impl FnOnce(Vec<Entry>, &FileService) -> T + Send + 'static,
+    ) -> Result<T, PathError> {
+        let path = path.to_vec();
+        let me = self.clone();
+        self.blocking(move |root| root.entries(&path).map(|e| f(e, &me)))
+            .await
+    }
+
+    /// [`FileService::open`] for code already on a blocking thread (the
+    /// archive walk).
+    ///
+    /// # Errors
+    ///
+    /// As [`FileService::open`].
+    pub fn open_blocking(&self, path: &[u8]) -> Result<OpenFile, PathError> {
+        let (file, info) = self.root()?.open_file(path)?;
+        Ok(OpenFile { file, info })
+    }
+
+    /// [`FileService::list`] for code already on a blocking thread.
+    ///
+    /// # Errors
+    ///
+    /// As [`FileService::list`].
+    pub fn list_blocking(&self, path: &[u8]) -> Result<Vec<Entry>, PathError> {
         self.root()?.entries(path)
     }
 

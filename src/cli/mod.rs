@@ -336,14 +336,23 @@ pub fn main() -> ExitCode {
         Command::Serve(_) => "info",
         _ => "warn",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .with_writer(io::stderr)
-        .with_ansi(io::stderr().is_terminal())
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(io::stderr().is_terminal());
+    // The server's log lines go out through a thread of their own: a
+    // stderr nobody reads must not stall the workers serving clients (when
+    // its buffer is full, lines are dropped rather than waited for). The
+    // guard flushes what is queued when `main` returns.
+    let _log_guard = if matches!(cli.command, Command::Serve(_)) {
+        let (writer, guard) = tracing_appender::non_blocking(io::stderr());
+        logs.with_writer(writer).init();
+        Some(guard)
+    } else {
+        logs.with_writer(io::stderr).init();
+        None
+    };
     // The server spreads connections over every core, and so does a client
     // with several connections (-j: each lane's file creation is kernel work
     // that another core can do meanwhile). A single sequence of requests runs

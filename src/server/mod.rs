@@ -15,6 +15,7 @@
 //! `server busy`. So idle connections can never lock a real client out.
 
 mod frontend;
+mod printer;
 pub(crate) mod registry;
 mod sniff;
 
@@ -150,6 +151,9 @@ pub enum ServerError {
         /// Why it failed.
         source: io::Error,
     },
+    /// The thread that prints received messages could not start.
+    #[error("cannot start the message printer: {0}")]
+    Stdout(io::Error),
     /// Binding the listening socket failed.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -204,6 +208,8 @@ pub(crate) struct Shared {
     pub(crate) service: Arc<FileService>,
     pub(crate) config: Config,
     pub(crate) shutdown: CancellationToken,
+    /// Where received messages go (`None`: not printed).
+    pub(crate) printer: Option<printer::Printer>,
 }
 
 /// Serves connections from `listener` until `shutdown` is cancelled, then
@@ -238,6 +244,11 @@ pub async fn run(
         service: Arc::new(
             FileService::new(root, HashCache::new(65_536)).with_uploads(config.uploads),
         ),
+        printer: if config.print_messages {
+            Some(printer::Printer::start().map_err(ServerError::Stdout)?)
+        } else {
+            None
+        },
         config,
         shutdown: shutdown.clone(),
     });
@@ -320,6 +331,9 @@ pub async fn run(
             "grace period over; dropping {} connection(s)",
             tracker.len()
         );
+    }
+    if let Some(p) = Arc::into_inner(shared).and_then(|s| s.printer) {
+        p.finish(Duration::from_secs(1)).await;
     }
     Ok(())
 }

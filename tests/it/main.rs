@@ -4,6 +4,7 @@
 mod support;
 
 mod auth;
+mod blocking;
 mod browser;
 mod cdp;
 mod cli;

@@ -219,7 +219,7 @@ impl Drop for Server {
     }
 }
 
-fn parse_addr(line: &str) -> Option<SocketAddr> {
+pub fn parse_addr(line: &str) -> Option<SocketAddr> {
     // "ferry: serving DIR on ADDR[ (IPv4 and IPv6)]"
     let after = line.trim_end().rsplit(" on ").next()?;
     after.split_whitespace().next()?.parse().ok()

@@ -13,7 +13,6 @@ pub(crate) mod native;
 pub(crate) mod tutorial;
 
 use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -136,10 +135,12 @@ impl<'a> ConnCtx<'a> {
         self.handle.stall_watch()
     }
 
-    /// Prints a message received from the peer, if the server prints them.
-    pub(crate) fn print_message(&self, text: &[u8]) {
-        if self.shared.config.print_messages {
-            print_message(self.peer, text);
+    /// Prints a message received from the peer, if the server prints them
+    /// (through the printing thread: a stuck stdout stalls only this
+    /// connection).
+    pub(crate) async fn print_message(&self, text: &[u8]) {
+        if let Some(p) = &self.shared.printer {
+            p.print(message_line(self.peer, text)).await;
         }
     }
 }
@@ -163,13 +164,9 @@ pub(crate) async fn close_gracefully(mut stream: Stream) {
     let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
 }
 
-/// Prints a received message to stdout as one line, control characters
-/// escaped, and flushes it so a script reading the output sees it at once.
-fn print_message(peer: SocketAddr, text: &[u8]) {
-    use std::io::Write;
+/// A received message as one line of output, control characters escaped.
+fn message_line(peer: SocketAddr, text: &[u8]) -> String {
     let text = String::from_utf8_lossy(text);
     let line = crate::display::escape_controls(text.trim_end_matches(['\r', '\n']));
-    let mut out = io::stdout().lock();
-    let _ = writeln!(out, "message from {peer}: {line}");
-    let _ = out.flush();
+    format!("message from {peer}: {line}")
 }

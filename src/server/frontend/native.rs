@@ -204,13 +204,13 @@ async fn run(conn: &mut Connection<Stream>, ctx: &ConnCtx<'_>, summary: &mut Sum
         let res = match frame {
             Frame::Get(g) => handle_get(conn, ctx, g, summary).await,
             Frame::Stat { path } => {
-                handle_stat(conn, ctx, &path);
+                handle_stat(conn, ctx, &path).await;
                 Ok(())
             }
             Frame::List { path } => handle_list(conn, ctx, &path).await,
             Frame::Put(p) => put::handle_put(conn, ctx, p).await,
             Frame::Message { text } => {
-                ctx.print_message(&text);
+                ctx.print_message(&text).await;
                 info!(bytes = text.len(), "MSG");
                 conn.queue(&Frame::Ack {
                     text: ctx.config().ack.as_bytes().to_vec(),
@@ -272,7 +272,7 @@ async fn handle_get(
 ) -> Result<(), End> {
     let started = Instant::now();
     let service = ctx.service();
-    let opened = match service.open(&g.path) {
+    let opened = match service.open(&g.path).await {
         Ok(x) => x,
         Err(e) => {
             info!(path = %shown(&g.path), "GET refused: {e}");
@@ -355,8 +355,8 @@ async fn handle_get(
     Ok(())
 }
 
-fn handle_stat(conn: &mut Connection<Stream>, ctx: &ConnCtx<'_>, path: &[u8]) {
-    match ctx.service().stat(path) {
+async fn handle_stat(conn: &mut Connection<Stream>, ctx: &ConnCtx<'_>, path: &[u8]) {
+    match ctx.service().stat(path).await {
         Ok(info) => {
             info!(path = %shown(path), "STAT");
             conn.queue(&Frame::StatReply(stat_reply(ctx, &info)));
@@ -382,7 +382,7 @@ async fn handle_list(
     ctx: &ConnCtx<'_>,
     path: &[u8],
 ) -> Result<(), End> {
-    let entries = match ctx.service().list(path) {
+    let entries = match ctx.service().list(path).await {
         Ok(e) => e,
         Err(e) => {
             info!(path = %shown(path), "LIST refused: {e}");

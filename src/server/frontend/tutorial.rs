@@ -92,7 +92,7 @@ async fn serve_file(mut stream: Stream, head: &[u8], ctx: &ConnCtx<'_>) -> Strin
         }
     };
     let shown = escape_bytes(&name);
-    let (file, info) = match ctx.service().open(&name) {
+    let (file, info) = match ctx.service().open(&name).await {
         Ok(x) => (x.file, x.info),
         Err(e) => {
             // The tutorial's server sends nothing for a file it cannot
@@ -135,7 +135,7 @@ async fn serve_messages(mut stream: Stream, head: &[u8], ctx: &ConnCtx<'_>) -> S
     let mut count = 0u64;
     loop {
         count += 1;
-        ctx.print_message(&buf[..len]);
+        ctx.print_message(&buf[..len]).await;
         info!(bytes = len, "tutorial message");
         // The tutorial's clients may not read the answer and may already be
         // gone; a failed write just ends the connection, and one that stops

@@ -140,7 +140,7 @@ fn walk(
     let mut stack = vec![(dir.to_string(), String::new())];
     while let Some((path, prefix)) = stack.pop() {
         let entries = service
-            .list(path.as_bytes())
+            .list_blocking(path.as_bytes())
             .map_err(|e| io::Error::other(format!("/{path}: {e}")))?;
         let mut subdirs = Vec::new();
         for e in entries {
@@ -210,7 +210,7 @@ struct FileReader {
 impl FileReader {
     fn new(service: &FileService, item: &Item) -> io::Result<Self> {
         let opened = service
-            .open(item.path.as_bytes())
+            .open_blocking(item.path.as_bytes())
             .map_err(|e| io::Error::other(format!("/{}: {e}", item.path)))?;
         if opened.info.size != item.size {
             return Err(io::Error::other(format!(

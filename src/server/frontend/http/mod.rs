@@ -37,6 +37,7 @@ use self::body::{AccessLog, Body};
 use self::io::{HttpIo, InFlight};
 use super::ConnCtx;
 use crate::auth::Verdict;
+use crate::service::FileService;
 use crate::storage::PathError;
 
 /// Largest request head accepted.
@@ -123,8 +124,27 @@ fn http_io(stream: Stream, head: Vec<u8>, ctx: &ConnCtx<'_>, in_flight: &InFligh
     )
 }
 
-/// An upload being answered (a `PUT` or a form's `POST`).
-type Writing = std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>>;
+/// An answer being worked out: a read (which may wait for the file
+/// system) or an upload.
+type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>>;
+
+/// What answering a read needs from its connection, owned: the answer is
+/// worked out in a future that outlives the borrow of the connection.
+struct Reading {
+    service: Arc<FileService>,
+    tls: bool,
+    token: bool,
+}
+
+impl Reading {
+    fn of(ctx: &ConnCtx<'_>) -> Reading {
+        Reading {
+            service: ctx.service_owned(),
+            tls: ctx.is_tls(),
+            token: ctx.auth_required(),
+        }
+    }
+}
 
 /// One request's answer, as hyper's service wants it.
 fn answer(
@@ -136,7 +156,7 @@ fn answer(
     requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let log = || AccessLog::new(req.method().as_str(), req.uri().path(), in_flight);
     let mut delay = None;
-    let mut upload = None;
+    let mut pending = None;
     let response = if ctx.plaintext_refused() {
         Some(to_https(&req, log()))
     } else {
@@ -146,7 +166,7 @@ fn answer(
                     Ok(path) => {
                         let log = log();
                         let put = upload::put(req, path, ctx.service_owned(), log);
-                        upload = Some(Box::pin(put) as Writing);
+                        pending = Some(Box::pin(put) as Pending);
                         None
                     }
                     Err(r) => Some(*r),
@@ -157,13 +177,17 @@ fn answer(
                     Ok(dir) => {
                         let log = log();
                         let post = form::post(req, dir, ctx.service_owned(), log);
-                        upload = Some(Box::pin(post) as Writing);
+                        pending = Some(Box::pin(post) as Pending);
                         None
                     }
                     Err(r) => Some(*r),
                 }
             }
-            Verdict::Granted => Some(handle(req, ctx, in_flight)),
+            Verdict::Granted => {
+                let log = AccessLog::new(req.method().as_str(), req.uri().path(), in_flight);
+                pending = Some(Box::pin(handle(req, Reading::of(ctx), log)) as Pending);
+                None
+            }
             Verdict::Missing => Some(unauthorized("this server requires a token", log())),
             Verdict::Wrong(d) => {
                 delay = Some(d);
@@ -175,10 +199,10 @@ fn answer(
         if let Some(d) = delay {
             tokio::time::sleep(d).await;
         }
-        match (response, upload) {
+        match (response, pending) {
             (Some(r), _) => Ok(r),
-            (None, Some(u)) => Ok(u.await),
-            (None, None) => unreachable!("either an answer or an upload"),
+            (None, Some(p)) => Ok(p.await),
+            (None, None) => unreachable!("either an answer or one pending"),
         }
     }
 }
@@ -348,13 +372,12 @@ fn form_target(
 }
 
 /// What one request means, answered by the file service.
-fn handle(req: Request<Incoming>, ctx: &ConnCtx<'_>, in_flight: &InFlight) -> Response<Body> {
+async fn handle(req: Request<Incoming>, cx: Reading, log: AccessLog) -> Response<Body> {
     let method = req.method().clone();
     let raw_path = req.uri().path().to_string();
-    let log = AccessLog::new(method.as_str(), &raw_path, in_flight);
     debug!(%method, uri = %req.uri(), "HTTP request");
     if method != Method::GET && method != Method::HEAD {
-        let uploads = ctx.service().accepts_uploads();
+        let uploads = cx.service.accepts_uploads();
         let mut r = text(
             StatusCode::METHOD_NOT_ALLOWED,
             if uploads {
@@ -384,9 +407,8 @@ fn handle(req: Request<Incoming>, ctx: &ConnCtx<'_>, in_flight: &InFlight) -> Re
             )
         }
     };
-    let service = ctx.service();
     // Opened once: a file (the common case) is answered from this handle.
-    match service.open(target.path.as_bytes()) {
+    match cx.service.open(target.path.as_bytes()).await {
         Ok(_) if target.dir => text(
             StatusCode::NOT_FOUND,
             &format!("not a directory: /{}", target.path),
@@ -397,7 +419,7 @@ fn handle(req: Request<Incoming>, ctx: &ConnCtx<'_>, in_flight: &InFlight) -> Re
             req.headers(),
             &target.path,
             opened,
-            &ctx.service_owned(),
+            &cx.service,
             log,
         ),
         Err(PathError::IsADirectory) if !target.dir => {
@@ -409,16 +431,16 @@ fn handle(req: Request<Incoming>, ctx: &ConnCtx<'_>, in_flight: &InFlight) -> Re
             }
             redirect(&to, log)
         }
-        Err(PathError::IsADirectory) => directory(&req, &target.path, ctx, log),
+        Err(PathError::IsADirectory) => directory(&req, &target.path, &cx, log).await,
         Err(e) => text(refused(&e), &format!("{e}: /{}", target.path), log),
     }
 }
 
 /// A directory: an archive of it, its listing as JSON, or the HTML page.
-fn directory(
+async fn directory(
     req: &Request<Incoming>,
     path: &str,
-    ctx: &ConnCtx<'_>,
+    cx: &Reading,
     log: AccessLog,
 ) -> Response<Body> {
     let query = req.uri().query();
@@ -435,7 +457,7 @@ fn directory(
             Body::empty(log)
         } else {
             Body::stream(
-                archive::start(ctx.service_owned(), path.to_string(), format),
+                archive::start(cx.service.clone(), path.to_string(), format),
                 log,
             )
         };
@@ -460,36 +482,46 @@ fn directory(
         }
         return r;
     }
-    let entries = match ctx.service().list(path.as_bytes()) {
-        Ok(e) => e,
-        Err(e) => return text(refused(&e), &format!("{e}: /{path}"), log),
-    };
     let wants_json = req
         .headers()
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("application/json"))
         || url::query_param(query, "format").as_deref() == Some("json");
-    let (content_type, page, csp) = if wants_json {
-        (
-            "application/json",
-            listing::json(path, &entries, ctx.service()),
-            None,
-        )
-    } else {
-        let host = request_host(req).unwrap_or("HOST").to_string();
-        let page = listing::Page {
-            path,
-            entries,
-            view: listing::View::from_query(query),
-            host,
-            tls: ctx.is_tls(),
-            token: ctx.auth_required(),
-            upload: ctx.service().accepts_uploads(),
-            nonce: nonce(),
-        };
-        let csp = page.csp();
-        ("text/html; charset=utf-8", page.render(), Some(csp))
+    // Listed and rendered on the blocking pool: for a huge directory both
+    // are long work.
+    let owned = path.to_string();
+    let view = listing::View::from_query(query);
+    let host = request_host(req).unwrap_or("HOST").to_string();
+    let (tls, token) = (cx.tls, cx.token);
+    let made = cx
+        .service
+        .list_with(path.as_bytes(), move |entries, service| {
+            if wants_json {
+                (
+                    "application/json",
+                    listing::json(&owned, &entries, service),
+                    None,
+                )
+            } else {
+                let page = listing::Page {
+                    path: &owned,
+                    entries,
+                    view,
+                    host,
+                    tls,
+                    token,
+                    upload: service.accepts_uploads(),
+                    nonce: nonce(),
+                };
+                let csp = page.csp();
+                ("text/html; charset=utf-8", page.render(), Some(csp))
+            }
+        })
+        .await;
+    let (content_type, page, csp) = match made {
+        Ok(m) => m,
+        Err(e) => return text(refused(&e), &format!("{e}: /{path}"), log),
     };
     let len = page.len();
     let mut body = if req.method() == Method::HEAD {
