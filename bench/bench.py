@@ -70,7 +70,7 @@ LOSSY_DELAY_MS = env_float("FB_LOSSY_DELAY_MS", 25.0)  # one way: RTT is twice t
 LOSSY_LOSS_PCT = env_float("FB_LOSSY_LOSS_PCT", 0.5)  # each way
 LOSSY_CC = os.environ.get("FB_LOSSY_CC", "cubic")  # congestion control inside the namespaces
 LOSSY_EMU = os.environ.get("FB_LOSSY_EMU", "auto")  # auto | netem | linkem
-SCENARIOS = {s.strip() for s in os.environ.get("FB_SCENARIOS", "1,2,3,4,5,6,7").split(",") if s.strip()}
+SCENARIOS = {s.strip() for s in os.environ.get("FB_SCENARIOS", "1,2,3,4,5,6,7,8").split(",") if s.strip()}
 DUFS = os.environ.get("FB_DUFS") or shutil.which("dufs") or str(Path.home() / ".cargo/bin/dufs")
 MINISERVE = os.environ.get("FB_MINISERVE") or shutil.which("miniserve") or str(Path.home() / ".cargo/bin/miniserve")
 TMPFS = Path(os.environ.get("FB_TMPFS", "/dev/shm"))
@@ -430,7 +430,11 @@ def start_ferry(root: Path, *, host="127.0.0.1", netns=None, extra=()) -> Server
     return Server("ferry", p, host, port, [p.pid])
 
 
-def start_nginx(root: Path, *, host="127.0.0.1", netns=None, tls=None) -> Server:
+def start_nginx(root: Path, *, host="127.0.0.1", netns=None, tls=None, dav_temp: Path | None = None) -> Server:
+    """nginx serving `root`. With `dav_temp`, it also takes WebDAV PUTs into
+    `root` (unlimited body size, missing directories created), buffering each
+    body in a temporary under `dav_temp` (put it on the same file system as
+    `root`, so the final rename does not copy)."""
     tmp = Path(tempfile.mkdtemp(prefix="nginx-", dir=OUT))
     CLEANUP_PATHS.append(tmp)
     port = free_port() if not netns else random.randint(20000, 40000)
@@ -462,7 +466,7 @@ http {{
         listen {host}:{port}{" ssl" if tls else ""} backlog=4096;
         {f"ssl_certificate {tls[0]}; ssl_certificate_key {tls[1]}; ssl_session_cache shared:ferrybench:1m;" if tls else ""}
         root {root};
-        location / {{ }}
+        location / {{ {f"dav_methods PUT; create_full_put_path on; client_max_body_size 0; client_body_temp_path {dav_temp};" if dav_temp else ""} }}
     }}
 }}
 """
@@ -489,9 +493,10 @@ def start_pyhttp(root: Path) -> Server:
     return Server("pyhttp", p, "127.0.0.1", port, [p.pid])
 
 
-def start_dufs(root: Path) -> Server:
+def start_dufs(root: Path, extra=()) -> Server:
     port = free_port()
-    p = spawn([DUFS, root, "--bind", "127.0.0.1", "--port", port], stdout=logfile("dufs"), stderr=subprocess.STDOUT)
+    p = spawn([DUFS, root, "--bind", "127.0.0.1", "--port", port, *extra], stdout=logfile("dufs"),
+              stderr=subprocess.STDOUT)
     wait_listening(p, port, "dufs")
     return Server("dufs", p, "127.0.0.1", port, [p.pid])
 
@@ -1351,6 +1356,155 @@ def scenario7(files) -> None:
     ferry.stop()
 
 
+# ---------------------------------------------------------------- scenario 8
+def same_bytes(a: Path, b: Path) -> bool:
+    """Whether two files hold the same bytes: the size, then every byte."""
+    try:
+        if a.stat().st_size != b.stat().st_size:
+            return False
+        ba, bb = bytearray(8 * MiB), bytearray(8 * MiB)
+        with open(a, "rb", buffering=0) as fa, open(b, "rb", buffering=0) as fb:
+            while True:
+                na, nb = _fill(fa, ba), _fill(fb, bb)
+                if na != nb:
+                    return False
+                if na == len(ba):
+                    if ba != bb:  # memcmp, no copies
+                        return False
+                    continue
+                return ba[:na] == bb[:nb]  # the tail (or nothing) and EOF
+    except OSError:
+        return False
+
+
+def _fill(f, buf: bytearray) -> int:
+    """Reads into `buf` until it is full or the file ends; the bytes read."""
+    view, got = memoryview(buf), 0
+    while got < len(buf):
+        n = f.readinto(view[got:])
+        if not n:
+            break
+        got += n
+    return got
+
+
+def reset_peak_rss(pids) -> bool:
+    """Resets VmHWM of each process (clear_refs 5); whether it worked."""
+    ok = True
+    for pid in pids:
+        try:
+            Path(f"/proc/{pid}/clear_refs").write_text("5")
+        except OSError:
+            ok = False
+    return ok
+
+
+def scenario8(files) -> None:
+    """Uploads: the big file, from the page cache, into a directory on tmpfs:
+    ferry put, and curl -T (HTTP PUT) to ferry's HTTP front-end, nginx's
+    WebDAV module and dufs --allow-upload. Every run writes a new file (the
+    previous one is removed first) and is checked byte for byte."""
+    big = files["big"]
+    size = big.stat().st_size
+    name = big.name
+    base = TMPFS / f"ferry-bench-up-{os.getpid()}"
+    CLEANUP_PATHS.append(base)
+    rm(base)
+    roots: dict[str, Path] = {}
+
+    def root_for(server: str) -> Path:
+        roots[server] = base / server
+        (roots[server] / "in").mkdir(parents=True)
+        return roots[server]
+
+    # nginx buffers a PUT body in a temporary, then renames it into place:
+    # on the same tmpfs, so the rename does not copy.
+    body_tmp = base / "nginx-body"
+    body_tmp.mkdir(parents=True)
+    servers = [start_ferry(root_for("ferry"), extra=("--upload", "--overwrite")),
+               start_nginx(root_for("nginx"), dav_temp=body_tmp)]
+    if Path(DUFS).exists():
+        servers.append(start_dufs(root_for("dufs"), extra=("--allow-upload",)))
+        NOTES.append(f"scenario 8: {tool_version([DUFS])}")
+    else:
+        SKIPS.append("scenario 8: dufs not installed (bench/run.sh installs it with cargo install --locked)")
+    ferry = servers[0]
+    into = f"tmpfs ({TMPFS})"
+    desc = f"upload: 1 file of {size // MiB} MiB from the page cache into tmpfs, loopback"
+    label = {"ferry": "ferry serve --upload (HTTP PUT) + curl -T", "nginx": "nginx (WebDAV PUT) + curl -T",
+             "dufs": "dufs --allow-upload + curl -T"}
+
+    def curl_cmd(srv: Server) -> list:
+        return ["curl", "-sSf", "-T", big, "-o", "/dev/null", "-w", "%{http_code} %{size_upload}",
+                f"http://{srv.hostport}/in/{name}"]
+
+    # (cell, server, command, whether curl reports status and size)
+    runs = [(cell("8", desc, "ferry put -q", into, "GB/s", "upload", True), ferry,
+             [FERRY, "put", ferry.hostport, big, "--to", "in", "-q"], False)]
+    for srv in servers:
+        runs.append((cell("8", "", label[srv.name], into, "GB/s", "upload"), srv, curl_cmd(srv), True))
+    peaks: dict[int, list[float]] = {id(c): [] for c, _, _, _ in runs}
+    hwm_reset = True
+
+    def clear(srv: Server) -> None:
+        """Empties the destination (the upload, and any temporary a failed
+        run left: ferry's would otherwise be resumed), and nginx's body
+        temporaries."""
+        for p in list((roots[srv.name] / "in").iterdir()) + (list(body_tmp.iterdir()) if srv.name == "nginx" else []):
+            rm(p)
+
+    def one(c: Cell, srv: Server, cmd: list, curl: bool) -> None:
+        nonlocal hwm_reset
+        clear(srv)
+        warm([big])
+        settle_writeback()
+        hwm_reset &= reset_peak_rss(srv.all_pids())
+        before = srv.cpu()
+        with tempfile.TemporaryFile() as meta:
+            r = run_timed(cmd, stdout=meta)
+            meta.seek(0)
+            got = meta.read().decode(errors="replace").split()
+        srv_cpu = srv.cpu() - before
+        peak = proc_status_kib(srv.all_pids(), "VmHWM") / 1024
+        ok = r.rc == 0
+        if ok and curl and not (len(got) == 2 and got[0] in ("201", "204") and got[1] == str(size)):
+            log(f"  {c.tool}: curl reported {' '.join(got)!r} (want 201 or 204 and {size} bytes sent)")
+            ok = False
+        if ok and not same_bytes(big, roots[srv.name] / "in" / name):
+            log(f"  {c.tool}: the uploaded file is missing or differs from {big}")
+            ok = False
+        clear(srv)
+        if ok:
+            peaks[id(c)].append(peak)
+            record(c, size / r.elapsed / 1e9, srv_cpu=srv_cpu, srv_bytes=size, cli_cpu=r.cpu, cli_bytes=size,
+                   label=f" ({r.elapsed:.2f} s)")
+        else:
+            record(c, None)
+
+    # Untimed: one upload by each first (servers warm, tmpfs pages allocated once).
+    warm([big])
+    for _, srv, cmd, _ in runs:
+        clear(srv)
+        run_timed(cmd)
+        clear(srv)
+    for r in range(N):
+        log(f"scenario 8, round {r + 1}/{N}")
+        for c, srv, cmd, curl in rotated(runs, r):
+            one(c, srv, cmd, curl)
+    for c, srv, _, _ in runs:
+        if peaks[id(c)]:
+            c.extra = (f"server peak RSS {max(peaks[id(c)]):.1f} MiB"
+                       + (" (master + workers)" if srv.name == "nginx" else ""))
+    NOTES.append("scenario 8: every upload is a new file on tmpfs (the previous one removed), checked byte for byte "
+                 "against the source; server peak RSS is the largest VmHWM of any run"
+                 + (", reset before each run (clear_refs)" if hwm_reset else
+                    " (VmHWM could not be reset: the peak since the server started)")
+                 + "; on a disk ferry would also fsync the file and its directory, nginx and dufs do not.")
+    for srv in servers:
+        srv.stop()
+    rm(base)
+
+
 # ---------------------------------------------------------------- table
 def machine() -> str:
     cpu = "unknown CPU"
@@ -1474,7 +1628,7 @@ def main() -> int:
     files = make_data()
     log(f"data ready ({time.monotonic() - t0:.0f} s)")
     for name, fn in (("1", scenario1), ("2", scenario2), ("3", scenario3), ("4", scenario4), ("5", scenario5),
-                     ("6", scenario6), ("7", scenario7)):
+                     ("6", scenario6), ("7", scenario7), ("8", scenario8)):
         if name in SCENARIOS:
             ts = time.monotonic()
             try:
