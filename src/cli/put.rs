@@ -30,7 +30,7 @@ pub(super) async fn put(mut a: PutArgs) -> Result<ExitCode> {
     let mut target = Target::parse(&a.host, DEFAULT_PORT)?;
     a.tls.apply(&mut target.addr, false)?;
     let to = match (a.to.take(), target.path.take()) {
-        (Some(t), _) | (None, Some(t)) => t.trim_matches('/').to_string(),
+        (Some(t), _) | (None, Some(t)) => remote_dir(&t),
         (None, None) => String::new(),
     };
     let mut skipped = Skipped::default();
@@ -224,6 +224,19 @@ fn last_name(p: &Path) -> Result<String> {
     }
 }
 
+/// A `--to` as a service path: `.`, `/`, `./` and empty mean the root;
+/// `./a/` is `a`. Anything else (`..` included) is left for the server's
+/// path rules to judge.
+fn remote_dir(to: &str) -> String {
+    let t = to.trim_matches('/');
+    let t = t.strip_prefix("./").unwrap_or(t);
+    if t == "." {
+        String::new()
+    } else {
+        t.trim_matches('/').to_string()
+    }
+}
+
 /// Adds what uploading `local` means to `jobs`.
 fn plan(
     local: &Path,
@@ -294,4 +307,19 @@ fn walk(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::remote_dir;
+
+    #[test]
+    fn to_the_root_is_spelled_many_ways() {
+        for root in ["", ".", "/", "./", "/./"] {
+            assert_eq!(remote_dir(root), "", "{root:?}");
+        }
+        assert_eq!(remote_dir("./a/b/"), "a/b");
+        assert_eq!(remote_dir("/a"), "a");
+        assert_eq!(remote_dir("../x"), "../x");
+    }
 }

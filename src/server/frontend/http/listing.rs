@@ -133,6 +133,8 @@ tr:hover td { background: var(--hover); }
 details { margin-top: 1rem; color: var(--muted); }
 form.upload { margin: 0 0 .75rem; padding: .6rem; border: 1px dashed var(--line); border-radius: .4rem; display: flex; flex-wrap: wrap; gap: .5rem; align-items: center; }
 form.upload.over { border-color: var(--link); background: var(--hover); }
+form.upload button { padding: .4rem .7rem; border: 1px solid var(--line); border-radius: .4rem; background: var(--hover); color: var(--fg); font: inherit; }
+form.upload span { color: var(--muted); }
 form.upload progress { flex: 1 1 10rem; }
 form.upload output { color: var(--muted); flex-basis: 100%; }
 pre { overflow-x: auto; padding: .6rem; background: var(--hover); border-radius: .4rem; color: var(--fg); }
@@ -414,9 +416,14 @@ impl Page<'_> {
             .map(|e| String::from_utf8_lossy(&e.entry.name).into_owned());
         let _ = write!(
             out,
-            "<details open><summary>Fetch this from a terminal</summary><pre>\
+            "<details open><summary>{}</summary><pre>\
              ferry get {tls}-r {host} {} -o .\n\
              curl {auth}-o {} '{scheme}://{host}{}?archive=tar'",
+            if self.upload {
+                "From a terminal: fetch this, or send files here"
+            } else {
+                "Fetch this from a terminal"
+            },
             html(&shell_word(tree)),
             html(&shell_word(&tar_name)),
             html(dir_href)
@@ -432,6 +439,19 @@ impl Page<'_> {
                 "\nferry get {tls}{host} {}\ncurl {auth}-O '{scheme}://{host}{}'",
                 html(&shell_word(&full)),
                 html(&href(&full))
+            );
+        }
+        if self.upload {
+            let to = if self.path.is_empty() {
+                String::new()
+            } else {
+                format!(" --to {}", shell_word(self.path))
+            };
+            let _ = write!(
+                out,
+                "\nferry put {tls}{host} FILE{}\ncurl {auth}-T FILE '{scheme}://{host}{}'",
+                html(&to),
+                html(dir_href)
             );
         }
         out.push_str("</pre></details>");
