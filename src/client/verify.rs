@@ -2,9 +2,11 @@
 //! does not slow a download down.
 //!
 //! * [`GrowingHash`] follows a file as it is written (the splice path): it
-//!   maps the file once, read-only, and hashes each newly written stretch
-//!   straight from the page cache, with no copy. A resumed prefix is hashed
-//!   while new bytes already arrive.
+//!   reads each newly written stretch back from the page cache with
+//!   positional reads into one bounded buffer and hashes it. A resumed
+//!   prefix is hashed while new bytes already arrive. (Not a mapping of the
+//!   whole file: its pages would stay in the process's resident set, a
+//!   gigabyte of RSS for a gigabyte downloaded.)
 //! * [`StreamHash`] hashes buffers handed over by the receiver (the stdout
 //!   path), returning them to a small pool.
 
@@ -41,26 +43,12 @@ impl GrowingHash {
     ///
     /// If the file cannot be mapped or the thread cannot be spawned.
     pub fn start(file: File, already: u64, size: u64) -> io::Result<Self> {
-        let len = usize::try_from(size).map_err(io::Error::other)?;
-        // One mapping of the whole final size, made now: mapping past the end
-        // of the file is allowed, and the thread only ever touches bytes the
-        // writer has reported written (touching beyond the end would be
-        // SIGBUS). The part file is locked against other ferry processes.
-        // SAFETY: read-only mapping of our own, locked part file; only
-        // written bytes are read.
-        let map = if len > 0 {
-            let map = unsafe { memmap2::MmapOptions::new().len(len).map(&file)? };
-            let _ = map.advise(memmap2::Advice::Sequential);
-            Some(map)
-        } else {
-            None
-        };
         let (tx, rx) = mpsc::channel();
         let (done_tx, result) = oneshot::channel();
         thread::Builder::new()
             .name("ferry-hash".into())
             .spawn(move || {
-                let _ = done_tx.send(hash_as_written(map.as_deref().unwrap_or(&[]), already, &rx));
+                let _ = done_tx.send(hash_as_written(&file, size, already, &rx));
             })?;
         Ok(GrowingHash {
             tx: Some(tx),
@@ -99,23 +87,32 @@ impl GrowingHash {
 }
 
 fn hash_as_written(
-    map: &[u8],
+    file: &File,
+    size: u64,
     already: u64,
     rx: &mpsc::Receiver<u64>,
 ) -> io::Result<[u8; HASH_LEN]> {
+    use std::os::unix::fs::FileExt;
     let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; usize::try_from(HASH_STEP.min(size.max(1))).unwrap_or(1)];
     let mut hashed = 0u64;
     let mut written = already;
     loop {
         while hashed < written {
-            let end = written.min(hashed + HASH_STEP);
-            let range = usize::try_from(hashed).map_err(io::Error::other)?
-                ..usize::try_from(end).map_err(io::Error::other)?;
-            let chunk = map
-                .get(range)
-                .ok_or_else(|| io::Error::other("written past the announced size"))?;
-            hasher.update(chunk);
-            hashed = end;
+            if written > size {
+                return Err(io::Error::other("written past the announced size"));
+            }
+            let want = usize::try_from((written - hashed).min(buf.len() as u64))
+                .map_err(io::Error::other)?;
+            let n = file.read_at(&mut buf[..want], hashed)?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the part file is shorter than what was written",
+                ));
+            }
+            hasher.update(&buf[..n]);
+            hashed += n as u64;
             // Take news without waiting, to hash up to the newest position.
             while let Ok(n) = rx.try_recv() {
                 written = written.max(n);

@@ -111,7 +111,7 @@ fn issue9_a_client_that_pipelines_and_never_reads_cannot_grow_server_memory() {
     let srv = Server::start_logging(
         root.path(),
         &["--idle-timeout", "5"],
-        Some("warn,ferry::server::native=warn,ferry::server=debug"),
+        Some("warn,ferry::server::frontend::native=warn,ferry::server=debug"),
     );
     let before = srv.rss_kib().expect("server RSS");
     let mut hog = TcpStream::connect(srv.addr).unwrap();

@@ -14,6 +14,7 @@ mod first_hour;
 mod hardening;
 mod hostile;
 mod http;
+mod memory;
 mod native;
 mod tls;
 mod tree;
