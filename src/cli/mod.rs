@@ -47,6 +47,14 @@ enum Command {
     /// Send a message (or each line typed at a `> ` prompt) and print the
     /// server's acknowledgement.
     Say(SayArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell,
+    /// elvish) to stdout.
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) to stdout: `ferry man | man -l -`.
+    Man,
 }
 
 #[derive(Debug, clap::Args)]
@@ -435,6 +443,23 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Put(a) => put::put(a).await,
         Command::Ls(a) => remote::ls(a).await,
         Command::Say(a) => remote::say(a).await,
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "ferry", &mut io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = io::stdout().lock();
+            clap_mangen::Man::new(cmd.clone()).render(&mut out)?;
+            // Then a page per command, with its options.
+            for sub in cmd.get_subcommands().filter(|c| !c.is_hide_set()) {
+                let title = format!("ferry-{}", sub.get_name());
+                let sub = sub.clone().bin_name(format!("ferry {}", sub.get_name()));
+                clap_mangen::Man::new(sub).title(title).render(&mut out)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
