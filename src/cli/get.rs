@@ -30,6 +30,9 @@ pub(super) async fn get(mut a: GetArgs) -> Result<ExitCode> {
     let _xfsz = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(
         rustix::process::Signal::Xfsz as i32,
     ));
+    if crate::client::http::is_http_url(&a.host) {
+        return super::web::get(a).await;
+    }
     let mut target = Target::parse(&a.host, DEFAULT_PORT)?;
     a.tls.apply(&mut target.addr, a.tutorial)?;
     let mut paths = std::mem::take(&mut a.remote_paths);

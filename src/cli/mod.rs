@@ -11,6 +11,7 @@ mod get;
 mod put;
 mod remote;
 mod serve;
+mod web;
 
 use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
@@ -238,9 +239,11 @@ enum TutorialArg {
 #[derive(Debug, clap::Args)]
 struct GetArgs {
     /// Server: HOST[:PORT] (HOST a name, an IPv4 address or [IPv6]), or a
-    /// file on it in one word: HOST[:PORT]/PATH or ferry://HOST[:PORT]/PATH.
+    /// file on it in one word: HOST[:PORT]/PATH or ferry://HOST[:PORT]/PATH;
+    /// or an http:// or https:// URL of any web server.
     host: String,
-    /// Remote files, relative to the served directory. With none, asks for one.
+    /// Remote files, relative to the served directory (more URLs after a
+    /// URL). With none, asks for one.
     remote_paths: Vec<String>,
     /// Where to save, as `cp` reads its target: an existing directory (or a
     /// path ending in `/`) receives the files under their own names; for a
@@ -275,6 +278,15 @@ struct GetArgs {
     /// links only.
     #[arg(long)]
     no_verify: bool,
+    /// For an http(s):// URL: the BLAKE3 hash (64 hex digits) the file must
+    /// have. A ferry server sends its own; other servers need this or
+    /// --sha256 for the file to be verified.
+    #[arg(long, value_name = "HEX", conflicts_with = "sha256")]
+    blake3: Option<String>,
+    /// For an http(s):// URL: the SHA-256 (64 hex digits) the file must
+    /// have, as download pages publish it.
+    #[arg(long, value_name = "HEX")]
+    sha256: Option<String>,
     #[command(flatten)]
     tls: TlsArgs,
 }

@@ -10,6 +10,7 @@
 
 mod addr;
 pub mod download;
+pub mod http;
 pub mod output;
 mod part;
 pub mod ranges;
@@ -109,6 +110,10 @@ pub enum ClientError {
         /// The server's explanation, escaped for display.
         message: String,
     },
+    /// An HTTP server's refusal or failure (`HTTP 404 Not Found`), or a
+    /// redirect that went nowhere.
+    #[error("{0}")]
+    Http(String),
     /// The downloaded bytes do not hash to what the server announced.
     #[error("hash mismatch: {0}: the received bytes differ from the server's file")]
     HashMismatch(String),

@@ -168,6 +168,13 @@ impl PartFile {
         Some((have, v))
     }
 
+    /// The HTTP validator recorded with the part, if any.
+    pub fn if_range(&self) -> Option<String> {
+        self.read_meta()?
+            .lines()
+            .find_map(|l| l.strip_prefix("if_range=").map(str::to_string))
+    }
+
     fn read_meta(&self) -> Option<String> {
         let mut opts = OpenOptions::new();
         opts.read(true).custom_flags(nofollow());
@@ -186,7 +193,25 @@ impl PartFile {
     ///
     /// The file system's error.
     pub fn write_meta(&self, v: Validator, ranges: Option<&[RangeProgress]>) -> io::Result<()> {
+        self.write_meta_with(v, ranges, None)
+    }
+
+    /// [`PartFile::write_meta`], plus the HTTP validator (`If-Range`: an
+    /// ETag or a Last-Modified date) that a resume must present.
+    ///
+    /// # Errors
+    ///
+    /// The file system's error.
+    pub fn write_meta_with(
+        &self,
+        v: Validator,
+        ranges: Option<&[RangeProgress]>,
+        if_range: Option<&str>,
+    ) -> io::Result<()> {
         let mut text = format!("{META_MAGIC}\nsize={}\nmtime_ns={}\n", v.size, v.mtime_ns);
+        if let Some(ir) = if_range.filter(|s| !s.contains(['\n', '\r'])) {
+            text.push_str(&format!("if_range={ir}\n"));
+        }
         if let Some(r) = ranges {
             let list: Vec<String> = r
                 .iter()

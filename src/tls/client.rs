@@ -140,6 +140,42 @@ impl ClientTls {
     }
 }
 
+/// A TLS client configuration for web servers (`https://` URLs): the
+/// certificate must chain to the system's roots, or to `cacert`'s when
+/// given, and name the host; no first-use trust (a web server has a CA's
+/// certificate, or is wrong). With a pin, use [`ClientTls`] instead.
+///
+/// # Errors
+///
+/// A CA file that cannot be read or holds no certificate.
+pub fn web_config(
+    cacert: Option<&Path>,
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let roots = match cacert {
+        Some(ca) => roots_from_file(ca)?,
+        None => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+            roots
+        }
+    };
+    if roots.is_empty() {
+        return Err(TlsError::Pem {
+            path: cacert.map_or_else(|| "the system's roots".into(), |p| p.display().to_string()),
+            why: "no usable CA certificate".into(),
+        });
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
 /// `$XDG_CONFIG_HOME/ferry/known_hosts`, else `~/.config/ferry/known_hosts`.
 pub fn default_known_hosts() -> Option<PathBuf> {
     xdg_dir("XDG_CONFIG_HOME", ".config").map(|d| d.join("known_hosts"))

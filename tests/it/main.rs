@@ -20,3 +20,4 @@ mod tls;
 mod tree;
 mod tutorial;
 mod upload;
+mod web;

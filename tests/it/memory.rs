@@ -1,8 +1,8 @@
 //! Issue 13: the client's memory is bounded by design, whatever the file
 //! size: peak resident memory of `ferry get` (measured by GNU time, `-v`)
 //! stays under 64 MiB for a 1 GiB file, saved whole, split over 8
-//! connections, and written to stdout. (Mapping the whole output file for
-//! hashing, as before, cost about 1 GiB.)
+//! connections, written to stdout, and fetched over HTTP. (Mapping the
+//! whole output file for hashing, as before, cost about 1 GiB.)
 
 use std::fs;
 use std::process::{Command, Stdio};
@@ -67,6 +67,14 @@ fn get_of_a_gigabyte_stays_under_64_mib_of_memory() {
         &["get", &host, "gig.bin", "-q", "-o", "-"],
     );
     figures.push(("to stdout", kib));
+    // Over HTTP from the same server (its HTTP front-end), saved.
+    let url = format!("http://{host}/gig.bin");
+    let out = tmp.path().join("out-http");
+    fs::create_dir_all(&out).unwrap();
+    let o = out.to_str().unwrap().to_string() + "/";
+    let kib = peak_rss(&time, tmp.path(), &["get", &url, "-q", "-o", &o]);
+    assert_eq!(fs::metadata(out.join("gig.bin")).unwrap().len(), 1 << 30);
+    figures.push(("http", kib));
     eprintln!("FIGURE client memory, 1 GiB get: peak RSS {figures:?} KiB");
     for (what, kib) in figures {
         assert!(kib <= MAX_RSS_KIB, "{what}: peak RSS {kib} KiB");

@@ -13,13 +13,13 @@ use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
 use crate::support::*;
 
 /// A CA, and a way to sign leaves with it.
-struct Ca {
+pub struct Ca {
     cert: rcgen::Certificate,
     key: KeyPair,
 }
 
 impl Ca {
-    fn new() -> Ca {
+    pub fn new() -> Ca {
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -30,7 +30,13 @@ impl Ca {
 
     /// Writes `NAME.pem` and `NAME.key` for a leaf valid for `names`
     /// (expired when `expired`), returning their paths.
-    fn leaf(&self, dir: &Path, name: &str, names: &[&str], expired: bool) -> (PathBuf, PathBuf) {
+    pub fn leaf(
+        &self,
+        dir: &Path,
+        name: &str,
+        names: &[&str],
+        expired: bool,
+    ) -> (PathBuf, PathBuf) {
         let key = KeyPair::generate().unwrap();
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
         p.subject_alt_names = names.iter().map(|n| san(n)).collect();
@@ -43,7 +49,7 @@ impl Ca {
         write_pair(dir, name, &cert.pem(), &key.serialize_pem())
     }
 
-    fn write(&self, dir: &Path) -> PathBuf {
+    pub fn write(&self, dir: &Path) -> PathBuf {
         let path = dir.join("ca.pem");
         fs::write(&path, self.cert.pem()).unwrap();
         path
