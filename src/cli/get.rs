@@ -34,7 +34,7 @@ pub(super) async fn get(mut a: GetArgs) -> Result<ExitCode> {
         return super::web::get(a).await;
     }
     let mut target = Target::parse(&a.host, DEFAULT_PORT)?;
-    a.tls.apply(&mut target.addr, a.tutorial)?;
+    a.tls.apply(&mut target.addr, a.tutorial, target.tls)?;
     let mut paths = std::mem::take(&mut a.remote_paths);
     if let Some(p) = target.path {
         paths.insert(0, p);

@@ -198,16 +198,25 @@ struct TlsArgs {
 }
 
 impl TlsArgs {
-    /// Sets up TLS and the token on `addr` if asked for; `tutorial`: the
-    /// tutorial's protocol, which has no TLS.
-    fn apply(&self, addr: &mut crate::client::HostPort, tutorial: bool) -> Result<()> {
-        if tutorial && self.tls {
-            anyhow::bail!("the tutorial's protocol has no TLS: drop --tls or --tutorial");
+    /// Sets up TLS and the token on `addr` if asked for (`--tls`, or a
+    /// `ferrys://` address: `scheme_tls`); `tutorial`: the tutorial's
+    /// protocol, which has no TLS.
+    fn apply(
+        &self,
+        addr: &mut crate::client::HostPort,
+        tutorial: bool,
+        scheme_tls: bool,
+    ) -> Result<()> {
+        let tls = self.tls || scheme_tls;
+        if tutorial && tls {
+            anyhow::bail!(
+                "the tutorial's protocol has no TLS: drop --tls (or ferrys://) or --tutorial"
+            );
         }
         if let Some(t) = &self.token {
             addr.token = Some(crate::auth::Secret::new(t).context("--token")?);
         }
-        if !self.tls && self.pin.is_none() && self.cacert.is_none() {
+        if !tls && self.pin.is_none() && self.cacert.is_none() {
             return Ok(());
         }
         let opts = crate::tls::client::TrustOptions {
@@ -239,8 +248,8 @@ enum TutorialArg {
 #[derive(Debug, clap::Args)]
 struct GetArgs {
     /// Server: HOST[:PORT] (HOST a name, an IPv4 address or [IPv6]), or a
-    /// file on it in one word: HOST[:PORT]/PATH or ferry://HOST[:PORT]/PATH;
-    /// or an http:// or https:// URL of any web server.
+    /// file on it in one word: HOST[:PORT]/PATH or ferry://HOST[:PORT]/PATH
+    /// (ferrys:// for TLS); or an http:// or https:// URL of any web server.
     host: String,
     /// Remote files, relative to the served directory (more URLs after a
     /// URL). With none, asks for one.
@@ -320,7 +329,9 @@ struct PutArgs {
 
 #[derive(Debug, clap::Args)]
 struct LsArgs {
-    /// Server: HOST[:PORT], or HOST[:PORT]/DIR.
+    /// Server: HOST[:PORT], or HOST[:PORT]/DIR, ferry://HOST[:PORT]/DIR
+    /// (ferrys:// for TLS); or http(s)://HOST[:PORT]/DIR/ of a ferry
+    /// server (read from its JSON listing).
     host: String,
     /// Remote directory [default: the served directory itself].
     remote_path: Option<String>,

@@ -28,7 +28,7 @@ struct Skipped {
 
 pub(super) async fn put(mut a: PutArgs) -> Result<ExitCode> {
     let mut target = Target::parse(&a.host, DEFAULT_PORT)?;
-    a.tls.apply(&mut target.addr, false)?;
+    a.tls.apply(&mut target.addr, false, target.tls)?;
     let to = match (a.to.take(), target.path.take()) {
         (Some(t), _) | (None, Some(t)) => remote_dir(&t),
         (None, None) => String::new(),

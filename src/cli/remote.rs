@@ -13,8 +13,25 @@ use crate::protocol::{EntryKind, ErrorCode, ListEntry};
 use crate::server::DEFAULT_PORT;
 
 pub(super) async fn ls(a: LsArgs) -> Result<ExitCode> {
+    if crate::client::http::is_http_url(&a.host) {
+        if a.remote_path.is_some() {
+            bail!("name the directory in the URL");
+        }
+        let opts = crate::client::http::HttpOptions {
+            cacert: a.tls.cacert.clone(),
+            token: a.tls.token.clone(),
+            expected: None,
+        };
+        let entries = crate::client::http::http_list(&a.host, &opts).await?;
+        let mut out = io::stdout().lock();
+        for e in &entries {
+            print_entry(&mut out, e)?;
+        }
+        out.flush()?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut target = Target::parse(&a.host, DEFAULT_PORT)?;
-    a.tls.apply(&mut target.addr, false)?;
+    a.tls.apply(&mut target.addr, false, target.tls)?;
     let path = match (target.path, a.remote_path) {
         (Some(_), Some(_)) => bail!("name the directory once: HOST/DIR or HOST DIR"),
         (Some(p), None) | (None, Some(p)) => p,
@@ -78,7 +95,7 @@ pub(super) async fn say(a: SayArgs) -> Result<ExitCode> {
     if target.path.as_deref().is_some_and(|p| !p.is_empty()) {
         bail!("say takes a server, not a path: HOST[:PORT]");
     }
-    a.tls.apply(&mut target.addr, a.tutorial)?;
+    a.tls.apply(&mut target.addr, a.tutorial, target.tls)?;
     let addr = target.addr;
     let wait = Duration::try_from_secs_f64(a.wait).context("--wait must be a number of seconds")?;
     enum Session {

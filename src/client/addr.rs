@@ -3,7 +3,8 @@
 //! A server is `HOST[:PORT]`, where HOST is a name, an IPv4 address, or an
 //! IPv6 address in brackets (or bare, without a port). A file on it can be
 //! named in one word as `HOST[:PORT]/PATH` or `ferry://HOST[:PORT]/PATH`
-//! (where PATH is percent-decoded, as in any URL).
+//! (where PATH is percent-decoded, as in any URL); `ferrys://` is the same
+//! over TLS.
 
 use std::io;
 use std::net::{Ipv6Addr, SocketAddr};
@@ -117,11 +118,13 @@ pub struct Target {
     /// The path after the first `/`, if any (`HOST/` gives `Some("")`: the
     /// served directory itself).
     pub path: Option<String>,
+    /// The address said `ferrys://`: speak TLS, as `--tls` asks.
+    pub tls: bool,
 }
 
 impl Target {
-    /// Parses `HOST[:PORT]`, `HOST[:PORT]/PATH` or
-    /// `ferry://HOST[:PORT][/PATH]`.
+    /// Parses `HOST[:PORT]`, `HOST[:PORT]/PATH`,
+    /// `ferry://HOST[:PORT][/PATH]` or `ferrys://…` (TLS).
     ///
     /// # Errors
     ///
@@ -132,10 +135,14 @@ impl Target {
             addr: crate::display::escape_controls(s).into_owned(),
             why,
         };
-        let (rest, url) = match s.split_once("://") {
-            Some(("ferry", rest)) => (rest, true),
-            Some(_) => return Err(bad("only ferry:// addresses are supported")),
-            None => (s, false),
+        let (rest, url, tls) = match s.split_once("://") {
+            Some(("ferry", rest)) => (rest, true, false),
+            Some(("ferrys", rest)) => (rest, true, true),
+            Some(("http" | "https", _)) => {
+                return Err(bad("http(s):// URLs work with `ferry get` and `ferry ls`"))
+            }
+            Some(_) => return Err(bad("only ferry://, ferrys:// and http(s):// addresses")),
+            None => (s, false, false),
         };
         // The host ends at the first '/' after any [IPv6] bracket.
         let host_end = if rest.starts_with('[') {
@@ -152,7 +159,7 @@ impl Target {
             Some(p) if url => Some(percent_decode(p).ok_or_else(|| bad("bad %-escape in URL"))?),
             Some(p) => Some(p.to_string()),
         };
-        Ok(Target { addr, path })
+        Ok(Target { addr, path, tls })
     }
 }
 
@@ -296,6 +303,9 @@ mod tests {
         assert_eq!(u.path.as_deref(), Some("dir with space/文.txt"));
         // Not decoded outside URLs: the name really has a '%'.
         assert_eq!(t("h/100%25").path.as_deref(), Some("100%25"));
+        let s = t("ferrys://h/a");
+        assert!(s.tls && s.addr.port == 8000 && s.path.as_deref() == Some("a"));
+        assert!(!t("ferry://h/a").tls);
         for bad in ["http://h/x", "ferry://h/%zz", "ferry://h/%ff", "h:99999/x"] {
             assert!(Target::parse(bad, 8000).is_err(), "accepted {bad:?}");
         }

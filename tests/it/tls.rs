@@ -307,6 +307,23 @@ fn first_use_is_recorded_and_a_changed_certificate_refused() {
         fs::read_to_string(config.join("ferry/known_hosts")).unwrap(),
         known
     );
+    // `ferrys://` is `--tls` in the address.
+    let r = ferry_in(
+        d,
+        &config,
+        &[
+            "get",
+            &format!("ferrys://{host}/a.txt"),
+            "-o",
+            &s(&d.join("via-url")),
+        ],
+    )
+    .ok();
+    assert!(!r.stderr.contains("first connection"), "{r}");
+    assert_eq!(
+        fs::read(d.join("via-url")).unwrap(),
+        fs::read(d.join("two")).unwrap()
+    );
     // The right pin works without known_hosts.
     ferry_in(
         d,

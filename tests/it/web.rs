@@ -288,6 +288,13 @@ fn http_get_from_ferry_checks_its_blake3_and_a_server_ignoring_range_restarts() 
     )
     .ok();
     assert!(r.stderr.contains("verified (--blake3)"), "{r}");
+    // `ls` over HTTP reads the JSON listing: the same lines as natively.
+    let native = ferry(tmp.path(), &["ls", &srv.host()]).ok().stdout;
+    let web = ferry(tmp.path(), &["ls", &format!("http://{}/", srv.host())])
+        .ok()
+        .stdout;
+    assert_eq!(web, native);
+    assert!(web.contains("f.bin"), "{web}");
     // python's http.server ignores Range: a kept part is not spliced.
     let py = PathBuf::from("/usr/bin/python3");
     let port = TcpListener::bind("127.0.0.1:0")
@@ -333,8 +340,11 @@ fn http_get_from_ferry_checks_its_blake3_and_a_server_ignoring_range_restarts() 
         ],
     )
     .ok();
+    // And it is no ferry server: `ls` says so.
+    let ls = ferry(tmp.path(), &["ls", &format!("http://127.0.0.1:{port}/")]).fails();
     let _ = child.kill();
     let _ = child.wait();
+    assert!(ls.stderr.contains("not a ferry listing"), "{ls}");
     assert!(r.stderr.contains("started over"), "{r}");
     assert!(fs::read(tmp.path().join("py/f.bin")).unwrap() == data);
 }
