@@ -6,6 +6,9 @@
 #   fuzz/run.sh [SECS]          default 60
 #   FUZZ_TARGETS="frame_decoder root_resolver" fuzz/run.sh 30
 #
+# Targets: frame_decoder, request_parser, root_resolver, upload_session
+# (every one `cargo fuzz list` names).
+#
 # cargo-fuzz needs nightly compiler flags (-Z sanitizer, sancov passes); the
 # machines have only a stable toolchain, so RUSTC_BOOTSTRAP=1 unlocks them.
 # cargo-fuzz is installed if missing.
@@ -60,6 +63,8 @@ done
 logs="$fuzz_dir/target/run-logs"
 # root_resolver builds its fixture tree in a temp dir it cannot remove
 # (it lives as long as the process); keep those under fuzz/target.
+# (upload_session keeps its root in /dev/shm, or $FERRY_FUZZ_TMPDIR, and
+# removes those of dead processes itself.)
 export TMPDIR="$fuzz_dir/target/fuzz-tmp"
 mkdir -p "$logs"
 
@@ -74,6 +79,10 @@ for t in $targets; do
     [ -d "$seeds" ] && corpora+=("$seeds")
     libfuzzer_args=(-max_total_time="$secs" -print_final_stats=1)
     [ -f "$fuzz_dir/dicts/$t.dict" ] && libfuzzer_args+=(-dict="$fuzz_dir/dicts/$t.dict")
+    # upload_session runs a whole server per input, and one that hangs is a
+    # finding: report it after 30 s rather than libFuzzer's default 1200 s,
+    # which outlasts the run. (Its inputs take milliseconds.)
+    [ "$t" = upload_session ] && libfuzzer_args+=(-timeout=30)
 
     rm -rf "$TMPDIR" && mkdir -p "$TMPDIR"
     before="$(find "$artifacts" -maxdepth 1 -type f | wc -l)"
