@@ -647,3 +647,45 @@ fn issue15_logs_a_person_can_read() {
         assert!(run.stderr.contains(step), "{step}\n{run}");
     }
 }
+
+/// Issue 13: a split download that *fails* (the server killed under it,
+/// every lane's connection lost) keeps its ranges, and the re-run resumes
+/// them instead of starting over.
+#[test]
+fn issue13_a_failed_split_download_resumes_its_ranges() {
+    let root = tempfile::tempdir().unwrap();
+    let data = random_bytes(48 * MIB, 17);
+    write_file(root.path(), "big.bin", &data);
+    let mut srv = Server::start(root.path(), &[]);
+    let slow = SlowProxy::start(srv.addr, 3 * MIB as u64);
+    let out = tempfile::tempdir().unwrap();
+    let meta = out.path().join("dl/big.bin.part.meta");
+    let child = ferry_spawn(
+        out.path(),
+        &["get", "-j", "4", &slow.host(), "big.bin", "-o", "dl/"],
+    );
+    let progressed = wait_until(PATIENCE, Duration::from_millis(20), || {
+        recorded_progress(&meta).is_some_and(|n| n >= 4 * MIB as u64)
+    });
+    srv.kill();
+    let run = finish(child, None, "ferry get -j 4 (server killed)".into());
+    assert!(progressed, "no range progress recorded\n{run}");
+    assert_eq!(run.status.code(), Some(1), "{run}");
+    let kept = recorded_progress(&meta)
+        .unwrap_or_else(|| panic!("the failed split download kept no ranges\n{run}"));
+    assert!(kept >= 4 * MIB as u64, "{kept}\n{run}");
+    let srv = Server::start(root.path(), &[]);
+    let again = ferry(
+        out.path(),
+        &["get", "-j", "4", &srv.host(), "big.bin", "-o", "dl/"],
+    )
+    .ok();
+    assert!(
+        again.stderr.contains("of it resumed from the .part"),
+        "{again}"
+    );
+    assert!(fs::read(out.path().join("dl/big.bin")).unwrap() == data);
+    eprintln!(
+        "FIGURE failed split download: {kept} bytes kept after the server was killed, resumed"
+    );
+}
