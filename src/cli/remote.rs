@@ -21,6 +21,7 @@ pub(super) async fn ls(a: LsArgs) -> Result<ExitCode> {
             cacert: a.tls.cacert.clone(),
             token: a.tls.token.clone(),
             expected: None,
+            jobs: 1,
         };
         let entries = crate::client::http::http_list(&a.host, &opts).await?;
         let mut out = io::stdout().lock();

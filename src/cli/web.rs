@@ -12,8 +12,8 @@ use crate::client::{ClientError, Destination, GetOptions, Progress};
 use crate::display::bytes;
 
 pub(super) async fn get(a: GetArgs) -> Result<ExitCode> {
-    if a.recursive || a.jobs > 1 || a.tutorial {
-        bail!("-r, -j and --tutorial are not supported for http(s):// URLs yet (ferry:// ones have them)");
+    if a.recursive || a.tutorial {
+        bail!("-r and --tutorial are not supported for http(s):// URLs (-r works with ferry:// addresses)");
     }
     if a.tls.pin.is_some() {
         bail!("--pin is for ferry's own TLS; an https:// server is checked against the system's CAs or --cacert");
@@ -55,6 +55,7 @@ pub(super) async fn get(a: GetArgs) -> Result<ExitCode> {
         cacert: a.tls.cacert.clone(),
         token: a.tls.token.clone(),
         expected,
+        jobs: a.jobs as usize,
     };
     let dest = Destination::resolve(a.output.as_deref(), urls.len(), false);
     let mut failures = 0;
@@ -93,10 +94,10 @@ fn summary(s: &HttpSaved) -> String {
         Some(what) => format!(", verified ({what})"),
         None => ", not verified (the server sent no hash; --blake3 or --sha256 checks one)".into(),
     };
-    let resumed = if s.resumed > 0 {
-        format!(", resumed at {}", s.resumed)
-    } else {
-        String::new()
+    let resumed = match (s.resumed, s.resumed_ranges) {
+        (0, _) => String::new(),
+        (n, true) => format!(", {} of it resumed from the .part", bytes(n)),
+        (n, false) => format!(", resumed at {n}"),
     };
     let restarted = s
         .restarted

@@ -75,6 +75,10 @@ fn get_of_a_gigabyte_stays_under_64_mib_of_memory() {
     let kib = peak_rss(&time, tmp.path(), &["get", &url, "-q", "-o", &o]);
     assert_eq!(fs::metadata(out.join("gig.bin")).unwrap().len(), 1 << 30);
     figures.push(("http", kib));
+    fs::remove_file(out.join("gig.bin")).unwrap();
+    let kib = peak_rss(&time, tmp.path(), &["get", &url, "-q", "-j", "8", "-o", &o]);
+    assert_eq!(fs::metadata(out.join("gig.bin")).unwrap().len(), 1 << 30);
+    figures.push(("http -j 8", kib));
     eprintln!("FIGURE client memory, 1 GiB get: peak RSS {figures:?} KiB");
     for (what, kib) in figures {
         assert!(kib <= MAX_RSS_KIB, "{what}: peak RSS {kib} KiB");

@@ -348,3 +348,93 @@ fn http_get_from_ferry_checks_its_blake3_and_a_server_ignoring_range_restarts() 
     assert!(r.stderr.contains("started over"), "{r}");
     assert!(fs::read(tmp.path().join("py/f.bin")).unwrap() == data);
 }
+
+/// Bytes of range progress a `.part.meta` records.
+fn ranges_done(meta: &Path) -> Option<u64> {
+    let text = fs::read_to_string(meta).ok()?;
+    let ranges = text.lines().find_map(|l| l.strip_prefix("ranges="))?;
+    Some(
+        ranges
+            .split(',')
+            .filter_map(|r| r.split_once(':')?.1.parse::<u64>().ok())
+            .sum(),
+    )
+}
+
+/// `-j 4` from nginx, as aria2 would: killed mid-way, the re-run continues
+/// each range (If-Range on every one); killed again and the file changed
+/// on the server, the re-run starts over and never splices.
+#[test]
+fn http_split_download_resumes_its_ranges_and_restarts_when_the_file_changed() {
+    let Some(nginx) = tool("nginx") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("www");
+    let data = random_bytes(32 << 20, 45);
+    write_file(&root, "big.bin", &data);
+    let srv = Nginx::start(&nginx, &root, "limit_rate 3m;", None);
+    let url = srv.url("/big.bin");
+    let meta = tmp.path().join("out/big.bin.part.meta");
+    fs::create_dir_all(tmp.path().join("out")).unwrap();
+    let run_killed = || {
+        let mut child = ferry_spawn(tmp.path(), &["get", "-j", "4", &url, "-o", "out/", "-q"]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline && ranges_done(&meta).is_none_or(|n| n < 4 << 20) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        ranges_done(&meta).unwrap_or(0)
+    };
+    let kept = run_killed();
+    assert!(kept >= 4 << 20, "kept {kept}");
+    let r = ferry(
+        tmp.path(),
+        &[
+            "get",
+            "-j",
+            "4",
+            &url,
+            "-o",
+            "out/",
+            "--sha256",
+            &sha256_hex(&data),
+        ],
+    )
+    .ok();
+    assert!(
+        r.stderr.contains("of it resumed from the .part")
+            && r.stderr.contains("verified (--sha256)"),
+        "{r}"
+    );
+    assert!(fs::read(tmp.path().join("out/big.bin")).unwrap() == data);
+    assert!(!meta.exists());
+
+    fs::remove_file(tmp.path().join("out/big.bin")).unwrap();
+    let kept2 = run_killed();
+    assert!(kept2 > 0);
+    let changed = random_bytes(32 << 20, 46);
+    std::thread::sleep(Duration::from_millis(1100));
+    write_file(&root, "big.bin", &changed);
+    let r = ferry(
+        tmp.path(),
+        &[
+            "get",
+            "-j",
+            "4",
+            &url,
+            "-o",
+            "out/",
+            "--sha256",
+            &sha256_hex(&changed),
+        ],
+    )
+    .ok();
+    assert!(r.stderr.contains("started over"), "{r}");
+    assert!(
+        fs::read(tmp.path().join("out/big.bin")).unwrap() == changed,
+        "two versions spliced"
+    );
+    eprintln!("FIGURE http -j 4 from nginx: killed with {kept} bytes of ranges kept, resumed and verified; a changed file started over");
+}

@@ -32,6 +32,7 @@ use super::ClientError;
 use crate::protocol::HASH_LEN;
 
 mod save;
+mod split;
 
 pub use save::http_get;
 
@@ -62,6 +63,9 @@ pub struct HttpOptions {
     pub token: Option<String>,
     /// The hash the file must have.
     pub expected: Option<Expected>,
+    /// Connections for one file (`-j`): ranges in parallel when the server
+    /// serves them.
+    pub jobs: usize,
 }
 
 /// What a finished HTTP download did.
@@ -73,6 +77,8 @@ pub struct HttpSaved {
     pub size: u64,
     /// Bytes kept from an earlier interrupted attempt.
     pub resumed: u64,
+    /// Whether they were pieces of ranges (`-j`) rather than a prefix.
+    pub resumed_ranges: bool,
     /// Why an earlier `.part` was not continued, if one was there.
     pub restarted: Option<&'static str>,
     /// What it was checked against (`None`: not verified).
@@ -234,6 +240,15 @@ async fn connect(url: &Url, opts: &HttpOptions) -> Result<Conn, ClientError> {
 trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
+/// The bytes a request asks for: from `from` to `to` (inclusive; `None`:
+/// the end), only if the file is still the version `validator` names.
+#[derive(Debug, Clone, Copy)]
+struct Span<'a> {
+    from: u64,
+    to: Option<u64>,
+    validator: &'a str,
+}
+
 /// A response, and the URL it finally came from.
 struct Answer {
     url: Url,
@@ -247,7 +262,7 @@ struct Answer {
 async fn fetch(
     conn: &mut Option<Conn>,
     first: &Url,
-    range: Option<(u64, &str)>,
+    range: Option<Span<'_>>,
     opts: &HttpOptions,
 ) -> Result<Answer, ClientError> {
     let mut url = first.clone();
@@ -267,10 +282,17 @@ async fn fetch(
                 concat!("ferry/", env!("CARGO_PKG_VERSION")),
             )
             .header(header::ACCEPT_ENCODING, "identity");
-        if let Some((from, validator)) = range {
-            req = req
-                .header(header::RANGE, format!("bytes={from}-"))
-                .header(header::IF_RANGE, validator);
+        if let Some(Span {
+            from,
+            to,
+            validator,
+        }) = range
+        {
+            let to = to.map(|t| t.to_string()).unwrap_or_default();
+            req = req.header(header::RANGE, format!("bytes={from}-{to}"));
+            if !validator.is_empty() {
+                req = req.header(header::IF_RANGE, validator);
+            }
         }
         // The token goes only to the host it was given for.
         if let (Some(t), true) = (&opts.token, url.host == first.host) {

@@ -10,6 +10,9 @@ use http_body_util::BodyExt;
 use hyper::body::Bytes;
 use tracing::debug;
 
+use super::split::Split;
+use super::Span;
+
 use super::{
     about, fetch, About, Answer, Conn, Expected, HttpOptions, HttpSaved, Url, STALL_TIMEOUT,
 };
@@ -55,6 +58,22 @@ pub async fn http_get(
         .clone()
         .or_else(|| first.file_name().map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("index.html"));
+    // -j, or ranges an earlier -j left: in parallel ranges if the server
+    // allows (else in one stream, below).
+    let split_part = matches!(
+        out.part(&url_name).resume_point(),
+        Some((Have::Ranges(_), _))
+    );
+    let mut restarted = None;
+    if opts.jobs > 1 || split_part {
+        match super::split::split(&first, &out, &url_name, get, opts).await? {
+            Split::Done(done) => return Ok(done),
+            Split::No => {}
+            Split::Changed => {
+                restarted = Some("the server's file changed since the ranges were saved");
+            }
+        }
+    }
     // Resume from the part this URL's name left, if it says how to.
     let part = out.part(&url_name);
     let resume = match part.resume_point() {
@@ -64,11 +83,14 @@ pub async fn http_get(
     let answer = fetch(
         &mut conn,
         &first,
-        resume.as_ref().map(|(n, _, val)| (*n, val.as_str())),
+        resume.as_ref().map(|(n, _, val)| Span {
+            from: *n,
+            to: None,
+            validator: val.as_str(),
+        }),
         opts,
     )
     .await?;
-    let mut restarted = None;
     let answer = match (answer.status, &resume) {
         (StatusCode::RANGE_NOT_SATISFIABLE, Some(_)) => {
             restarted = Some("the server's file is shorter than the kept part");
@@ -112,6 +134,7 @@ pub async fn http_get(
                         path: Some(out.shown(&rel)),
                         size: total,
                         resumed: 0,
+                        resumed_ranges: false,
                         restarted: None,
                         verified: None,
                         up_to_date: true,
@@ -249,6 +272,7 @@ async fn receive(
         path: Some(part.target().to_path_buf()),
         size: have,
         resumed: kept,
+        resumed_ranges: false,
         restarted,
         verified: verified.ok().flatten(),
         up_to_date: false,
@@ -258,7 +282,7 @@ async fn receive(
 /// Checks the received file against the server's BLAKE3 and the user's
 /// expectation: `Ok(Some(what))` checked, `Ok(None)` nothing to check
 /// against, `Err(what)` a mismatch.
-async fn check(
+pub(super) async fn check(
     file: &File,
     size: u64,
     blake3: &[u8; HASH_LEN],
@@ -388,6 +412,7 @@ async fn to_stdout(
         path: None,
         size: have,
         resumed: 0,
+        resumed_ranges: false,
         restarted: None,
         verified,
         up_to_date: false,

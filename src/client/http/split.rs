@@ -1,0 +1,384 @@
+//! `-j N` over HTTP: one file fetched as N ranges over N connections, as
+//! aria2 does, when the server serves ranges and names the file's version
+//! (a strong ETag or Last-Modified, sent back in `If-Range` with every
+//! range, so pieces of two versions are never put together).
+//!
+//! The part file has the final size from the start; each range is written
+//! at its place, and the progress of every range is checkpointed into the
+//! `.part.meta` once a second. A split download that stops for any reason
+//! (Ctrl-C, a kill, a lost server) continues each range where it stopped
+//! when run again. A lane whose connection breaks retries (a few times,
+//! with a pause) before the download gives up.
+
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use http::StatusCode;
+use http_body_util::BodyExt;
+use tracing::debug;
+
+use super::save::check;
+use super::{about, fetch, About, Conn, HttpOptions, HttpSaved, Span, Url, STALL_TIMEOUT};
+use crate::client::output::{Existing, OutputDir};
+use crate::client::ranges::{split_ranges, MIN_SPLIT};
+use crate::client::{ClientError, GetOptions, Have, RangeProgress};
+use crate::protocol::Validator;
+
+/// Attempts per lane before the download gives up (and keeps its part).
+const LANE_TRIES: usize = 4;
+
+/// How often range progress is written to the `.part.meta`.
+const CHECKPOINT: Duration = Duration::from_secs(1);
+
+/// Why a lane stopped.
+enum LaneEnd {
+    /// The server's file is not the version the ranges belong to.
+    Changed,
+    Failed(ClientError),
+}
+
+/// What the split download works from.
+struct Plan {
+    ranges: Vec<RangeProgress>,
+    v: Validator,
+    validator: String,
+    resumed: u64,
+    blake3: Option<[u8; crate::protocol::HASH_LEN]>,
+}
+
+/// How [`split`] ended, when it did not fail.
+pub(super) enum Split {
+    Done(HttpSaved),
+    /// Not splittable here (the server ignores ranges, names no version,
+    /// or the file is small): download it in one stream.
+    No,
+    /// The server's file changed since the ranges were saved (or during
+    /// the download): the part is gone; download it afresh in one stream.
+    Changed,
+}
+
+/// Downloads `url` into `rel` as ranges over `opts.jobs` connections, or
+/// continues the ranges a `.part` holds.
+///
+/// # Errors
+///
+/// As a single-stream download's; `Interrupted` keeps the part and its
+/// ranges for the next run.
+pub(super) async fn split(
+    url: &Url,
+    out: &OutputDir,
+    rel: &Path,
+    get: &GetOptions,
+    opts: &HttpOptions,
+) -> Result<Split, ClientError> {
+    let part = out.part(rel);
+    let plan = match (part.resume_point(), part.if_range()) {
+        (Some((Have::Ranges(ranges), v)), Some(validator)) => Plan {
+            resumed: ranges.iter().map(|r| r.done.min(r.length)).sum(),
+            ranges,
+            v,
+            validator,
+            blake3: None,
+        },
+        _ => match probe(url, out, rel, get, opts).await? {
+            Probe::Split(p) => p,
+            Probe::No => return Ok(Split::No),
+            Probe::UpToDate(size) => {
+                return Ok(Split::Done(HttpSaved {
+                    path: Some(out.shown(rel)),
+                    size,
+                    resumed: 0,
+                    resumed_ranges: false,
+                    restarted: None,
+                    verified: None,
+                    up_to_date: true,
+                }))
+            }
+        },
+    };
+    let local = |source| ClientError::Local {
+        path: part.target().to_path_buf(),
+        source,
+    };
+    let file = if plan.resumed > 0 {
+        part.reopen().map_err(local)?
+    } else {
+        let f = part.create(plan.v).map_err(local)?;
+        f.set_len(plan.v.size).map_err(local)?;
+        part.write_meta_with(plan.v, Some(&plan.ranges), Some(&plan.validator))
+            .map_err(local)?;
+        f
+    };
+    let file = Arc::new(file);
+    let progress = Arc::new(Mutex::new(plan.ranges.clone()));
+    let bar = get
+        .progress
+        .bar(&part.target().display().to_string(), plan.v.size);
+    bar.set_position(plan.resumed);
+    let server_hash = Arc::new(Mutex::new(plan.blake3));
+    let results = {
+        let lanes = (0..plan.ranges.len()).map(|i| {
+            lane(
+                i,
+                url,
+                &plan,
+                &file,
+                &progress,
+                &server_hash,
+                &bar,
+                get,
+                opts,
+            )
+        });
+        let all = join_all(lanes);
+        tokio::pin!(all);
+        let mut tick = tokio::time::interval(CHECKPOINT);
+        loop {
+            tokio::select! {
+                r = &mut all => break r,
+                _ = tick.tick() => {
+                    let now = progress.lock().map(|p| p.clone()).unwrap_or_default();
+                    let _ = part.write_meta_with(plan.v, Some(&now), Some(&plan.validator));
+                }
+            }
+        }
+    };
+    let now = progress.lock().map(|p| p.clone()).unwrap_or_default();
+    let kept: u64 = now.iter().map(|r| r.done.min(r.length)).sum();
+    let _ = part.write_meta_with(plan.v, Some(&now), Some(&plan.validator));
+    let mut failure = None;
+    for r in results {
+        match r {
+            Ok(()) => {}
+            Err(LaneEnd::Changed) => {
+                drop(bar);
+                part.discard();
+                debug!("the file changed: starting over in one stream");
+                return Ok(Split::Changed);
+            }
+            Err(LaneEnd::Failed(e)) => failure = failure.or(Some(e)),
+        }
+    }
+    if let Some(e) = failure {
+        return Err(match e {
+            ClientError::Interrupted { .. } => ClientError::Interrupted {
+                part: Some(part.part_path()),
+                kept,
+                total: plan.v.size,
+            },
+            other => {
+                debug!("split download failed: {other}");
+                ClientError::Interrupted {
+                    part: Some(part.part_path()),
+                    kept,
+                    total: plan.v.size,
+                }
+            }
+        });
+    }
+    drop(bar);
+    let size = plan.v.size;
+    let f = file.try_clone().map_err(local)?;
+    let blake3 = tokio::task::spawn_blocking(move || crate::hashing::hash_file(&f, size))
+        .await
+        .map_err(|e| local(std::io::Error::other(e)))?
+        .map_err(local)?;
+    let info = About {
+        total: Some(size),
+        start: 0,
+        validator: Some(plan.validator.clone()),
+        mtime_ns: (plan.v.mtime_ns != 0).then_some(plan.v.mtime_ns),
+        blake3: server_hash.lock().ok().and_then(|h| *h),
+        name: None,
+    };
+    let verified = check(&file, size, &blake3, &info, opts)
+        .await
+        .map_err(local)?;
+    let verified = match verified {
+        Ok(v) => v,
+        Err(which) => {
+            part.discard();
+            return Err(ClientError::HashMismatch(format!(
+                "{} ({which})",
+                url.shown()
+            )));
+        }
+    };
+    part.save(&file, info.mtime_ns)?;
+    Ok(Split::Done(HttpSaved {
+        path: Some(part.target().to_path_buf()),
+        size,
+        resumed: plan.resumed,
+        resumed_ranges: true,
+        restarted: None,
+        verified,
+        up_to_date: false,
+    }))
+}
+
+enum Probe {
+    Split(Plan),
+    No,
+    UpToDate(u64),
+}
+
+/// Asks for the first byte: a `206` names the size and version, and says
+/// the server serves ranges.
+async fn probe(
+    url: &Url,
+    out: &OutputDir,
+    rel: &Path,
+    get: &GetOptions,
+    opts: &HttpOptions,
+) -> Result<Probe, ClientError> {
+    let mut conn = None;
+    let first = Span {
+        from: 0,
+        to: Some(0),
+        validator: "",
+    };
+    let answer = fetch(&mut conn, url, Some(first), opts).await?;
+    if answer.status != StatusCode::PARTIAL_CONTENT {
+        return Ok(Probe::No);
+    }
+    let info = about(&answer)?;
+    let (Some(size), Some(validator)) = (info.total, info.validator.clone()) else {
+        return Ok(Probe::No);
+    };
+    if size < MIN_SPLIT {
+        return Ok(Probe::No);
+    }
+    match out.existing(rel, size, info.mtime_ns.unwrap_or(i64::MIN), get.force)? {
+        Existing::UpToDate => return Ok(Probe::UpToDate(size)),
+        Existing::Absent | Existing::Replace => {}
+    }
+    let ranges = split_ranges(size, opts.jobs.max(1) as u64)
+        .into_iter()
+        .map(|(offset, length)| RangeProgress {
+            offset,
+            length,
+            done: 0,
+        })
+        .collect();
+    Ok(Probe::Split(Plan {
+        ranges,
+        v: Validator {
+            size,
+            mtime_ns: info.mtime_ns.unwrap_or(0),
+        },
+        validator,
+        resumed: 0,
+        blake3: info.blake3,
+    }))
+}
+
+/// Fetches what is left of range `i` over a connection of its own.
+#[allow(clippy::too_many_arguments)]
+async fn lane(
+    i: usize,
+    url: &Url,
+    plan: &Plan,
+    file: &std::fs::File,
+    progress: &Mutex<Vec<RangeProgress>>,
+    server_hash: &Mutex<Option<[u8; crate::protocol::HASH_LEN]>>,
+    bar: &indicatif::ProgressBar,
+    get: &GetOptions,
+    opts: &HttpOptions,
+) -> Result<(), LaneEnd> {
+    let mut conn: Option<Conn> = None;
+    let mut last = None;
+    for attempt in 0..LANE_TRIES {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+        }
+        let r = progress
+            .lock()
+            .map(|p| p[i])
+            .map_err(|_| LaneEnd::Failed(ClientError::Protocol("progress lock poisoned".into())))?;
+        if r.remaining() == 0 {
+            return Ok(());
+        }
+        if get.cancel.is_cancelled() {
+            break;
+        }
+        let span = Span {
+            from: r.offset + r.done,
+            to: Some(r.offset + r.length - 1),
+            validator: &plan.validator,
+        };
+        let answer = match fetch(&mut conn, url, Some(span), opts).await {
+            Ok(a) => a,
+            Err(e) => {
+                last = Some(e);
+                conn = None;
+                continue;
+            }
+        };
+        if answer.status == StatusCode::OK {
+            // If-Range did not match: a new version of the file.
+            return Err(LaneEnd::Changed);
+        }
+        if answer.status != StatusCode::PARTIAL_CONTENT {
+            return Err(LaneEnd::Failed(ClientError::Http(format!(
+                "{}: HTTP {} for a range",
+                answer.url.shown(),
+                answer.status
+            ))));
+        }
+        let info = about(&answer).map_err(LaneEnd::Failed)?;
+        if info.start != span.from || info.total != Some(plan.v.size) {
+            return Err(LaneEnd::Changed);
+        }
+        if let (Some(h), Ok(mut s)) = (info.blake3, server_hash.lock()) {
+            s.get_or_insert(h);
+        }
+        let mut body = answer.body;
+        let mut pos = span.from;
+        let end = r.offset + r.length;
+        let broke = loop {
+            let frame = tokio::select! {
+                f = tokio::time::timeout(STALL_TIMEOUT, body.frame()) => f,
+                () = get.cancel.cancelled() => break Some(ClientError::Interrupted { part: None, kept: 0, total: 0 }),
+            };
+            match frame {
+                Ok(None) => break None,
+                Ok(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    if pos + data.len() as u64 > end {
+                        return Err(LaneEnd::Changed);
+                    }
+                    if let Err(e) = file.write_all_at(&data, pos) {
+                        return Err(LaneEnd::Failed(ClientError::Local {
+                            path: "the .part".into(),
+                            source: e,
+                        }));
+                    }
+                    pos += data.len() as u64;
+                    bar.inc(data.len() as u64);
+                    if let Ok(mut p) = progress.lock() {
+                        p[i].done = pos - r.offset;
+                    }
+                }
+                Ok(Some(Err(e))) => break Some(ClientError::Protocol(e.to_string())),
+                Err(_) => break Some(ClientError::Protocol("the server stalled".into())),
+            }
+        };
+        match broke {
+            None if pos == end => return Ok(()),
+            None => last = Some(ClientError::Protocol("a range ended early".into())),
+            Some(e @ ClientError::Interrupted { .. }) => return Err(LaneEnd::Failed(e)),
+            Some(e) => last = Some(e),
+        }
+        conn = None;
+    }
+    Err(LaneEnd::Failed(last.unwrap_or(ClientError::Interrupted {
+        part: None,
+        kept: 0,
+        total: 0,
+    })))
+}
