@@ -285,6 +285,9 @@ impl SafeRoot {
             let stat = rustix::fs::fstatvfs(&dir).map_err(|e| UploadError::Io(e.into()))?;
             let free = stat.f_bavail.saturating_mul(stat.f_frsize);
             if size - start > free {
+                // Nothing is kept: the file cannot land, and a kept
+                // temporary would hold on to space the disk lacks.
+                let _ = rustix::fs::unlinkat(&dir, temp.as_str(), AtFlags::empty());
                 return Err(UploadError::NoSpace);
             }
         }
@@ -620,6 +623,25 @@ mod tests {
         u.write(&data[40_000..]).unwrap();
         u.commit(hash(&data)).unwrap();
         assert_eq!(std::fs::read(d.path().join("f")).unwrap(), data);
+    }
+
+    /// Found by the `upload_session` fuzz target: a refusal for lack of
+    /// space left an empty temporary behind.
+    #[test]
+    fn no_space_leaves_no_temporary() {
+        let d = tempfile::tempdir().unwrap();
+        let r = root(d.path());
+        let huge = UploadSpec {
+            size: Some(u64::MAX / 2),
+            mtime_ns: None,
+            offset: None,
+        };
+        assert!(matches!(
+            r.begin_upload(b"big", huge, WriteRules::default()),
+            Err(UploadError::NoSpace)
+        ));
+        let left: Vec<_> = std::fs::read_dir(d.path()).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]
