@@ -12,8 +12,8 @@ use crate::client::{ClientError, Destination, GetOptions, Progress};
 use crate::display::bytes;
 
 pub(super) async fn get(a: GetArgs) -> Result<ExitCode> {
-    if a.recursive || a.tutorial {
-        bail!("-r and --tutorial are not supported for http(s):// URLs (-r works with ferry:// addresses)");
+    if a.tutorial {
+        bail!("--tutorial is for the tutorial's raw protocol, not http(s):// URLs");
     }
     if a.tls.pin.is_some() {
         bail!("--pin is for ferry's own TLS; an https:// server is checked against the system's CAs or --cacert");
@@ -57,13 +57,16 @@ pub(super) async fn get(a: GetArgs) -> Result<ExitCode> {
         expected,
         jobs: a.jobs as usize,
     };
+    if a.recursive {
+        return trees(&a, &urls, &get, &opts, &cancel).await;
+    }
     let dest = Destination::resolve(a.output.as_deref(), urls.len(), false);
     let mut failures = 0;
     for url in &urls {
         match http_get(url, &dest, &get, &opts).await {
             Ok(s) => {
                 if !a.quiet && s.path.is_some() {
-                    note(summary(&s));
+                    note(summary(&s, a.no_verify));
                 }
             }
             Err(e @ ClientError::Interrupted { .. }) if cancel.is_cancelled() => {
@@ -79,7 +82,7 @@ pub(super) async fn get(a: GetArgs) -> Result<ExitCode> {
     Ok(exit_for(failures))
 }
 
-fn summary(s: &HttpSaved) -> String {
+fn summary(s: &HttpSaved, no_verify: bool) -> String {
     let path = s
         .path
         .as_deref()
@@ -92,6 +95,7 @@ fn summary(s: &HttpSaved) -> String {
     }
     let verified = match s.verified {
         Some(what) => format!(", verified ({what})"),
+        None if no_verify => ", not verified (--no-verify)".into(),
         None => ", not verified (the server sent no hash; --blake3 or --sha256 checks one)".into(),
     };
     let resumed = match (s.resumed, s.resumed_ranges) {
@@ -107,4 +111,84 @@ fn summary(s: &HttpSaved) -> String {
         "saved {path} ({}{verified}{resumed}){restarted}",
         bytes(s.size)
     )
+}
+
+/// Most files one `-r` over HTTP walks (a bound, like the native walk's).
+const MAX_TREE_FILES: usize = 1_000_000;
+
+/// `-r` over HTTP from a ferry server: its JSON listings walked, each file
+/// fetched as a single download into OUT/<last component>/..., files
+/// already there (same size and time) skipped.
+async fn trees(
+    a: &GetArgs,
+    urls: &[String],
+    get: &GetOptions,
+    opts: &HttpOptions,
+    cancel: &CancellationToken,
+) -> Result<ExitCode> {
+    use crate::client::http::http_list;
+    use crate::protocol::EntryKind;
+    let out = a.output.clone().unwrap_or_else(|| ".".into());
+    let mut failures = 0;
+    let mut files = 0usize;
+    for url in urls {
+        let base = url.trim_end_matches('/').to_string();
+        let top = base.rsplit('/').next().unwrap_or("");
+        let top = percent_encoding::percent_decode_str(top)
+            .decode_utf8_lossy()
+            .into_owned();
+        let root = match crate::client::local_name(&top) {
+            Ok(n) if !base.ends_with("://") && base.matches('/').count() > 2 => out.join(n),
+            _ => out.clone(),
+        };
+        let mut stack = vec![(base.clone(), root)];
+        while let Some((dir_url, local)) = stack.pop() {
+            let entries = match http_list(&format!("{dir_url}/"), opts).await {
+                Ok(e) => e,
+                Err(e) => {
+                    error_line(&e);
+                    failures += 1;
+                    continue;
+                }
+            };
+            for e in entries {
+                let Ok(name) = crate::protocol::validate_name(&e.name) else {
+                    continue;
+                };
+                let enc: String =
+                    percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC)
+                        .collect();
+                let child = format!("{dir_url}/{enc}");
+                match e.kind {
+                    EntryKind::Dir => stack.push((child, local.join(name))),
+                    EntryKind::File => {
+                        files += 1;
+                        if files > MAX_TREE_FILES {
+                            bail!("more than {MAX_TREE_FILES} files: stopped");
+                        }
+                        std::fs::create_dir_all(&local)?;
+                        let dest = Destination::Dir(local.clone());
+                        match http_get(&child, &dest, get, opts).await {
+                            Ok(s) if s.up_to_date => {}
+                            Ok(s) => {
+                                if !a.quiet {
+                                    note(summary(&s, a.no_verify));
+                                }
+                            }
+                            Err(e) if cancel.is_cancelled() => {
+                                error_line(&e);
+                                return Ok(ExitCode::from(super::EXIT_INTERRUPTED));
+                            }
+                            Err(e) => {
+                                error_line(&e);
+                                failures += 1;
+                            }
+                        }
+                    }
+                    EntryKind::Symlink | EntryKind::Other => {}
+                }
+            }
+        }
+    }
+    Ok(exit_for(failures))
 }

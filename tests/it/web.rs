@@ -288,6 +288,39 @@ fn http_get_from_ferry_checks_its_blake3_and_a_server_ignoring_range_restarts() 
     )
     .ok();
     assert!(r.stderr.contains("verified (--blake3)"), "{r}");
+    // -r over HTTP walks the JSON listings: the tree recreated, and a
+    // re-run skips what is there.
+    write_file(&root, "t/a.txt", b"a\n");
+    write_file(&root, "t/sub/b.bin", &data[..100_000]);
+    let r = ferry(
+        tmp.path(),
+        &[
+            "get",
+            "-r",
+            &format!("http://{}/t", srv.host()),
+            "-o",
+            "tree",
+        ],
+    )
+    .ok();
+    assert_eq!(
+        fs::read(tmp.path().join("tree/t/a.txt")).unwrap(),
+        b"a\n",
+        "{r}"
+    );
+    assert!(fs::read(tmp.path().join("tree/t/sub/b.bin")).unwrap() == data[..100_000]);
+    let again = ferry(
+        tmp.path(),
+        &[
+            "get",
+            "-r",
+            &format!("http://{}/t", srv.host()),
+            "-o",
+            "tree",
+        ],
+    )
+    .ok();
+    assert!(!again.stderr.contains("saved"), "{again}");
     // `ls` over HTTP reads the JSON listing: the same lines as natively.
     let native = ferry(tmp.path(), &["ls", &srv.host()]).ok().stdout;
     let web = ferry(tmp.path(), &["ls", &format!("http://{}/", srv.host())])

@@ -194,12 +194,19 @@ async fn receive(
         f.set_len(0).map_err(local)?;
         f
     };
-    let hasher = GrowingHash::start(
-        file.try_clone().map_err(local)?,
-        kept,
-        total.unwrap_or(u64::MAX),
-    )
-    .map_err(local)?;
+    // BLAKE3 only when there is one to compare with (and not --no-verify).
+    let hasher = if get.verify && wants_blake3(&info, opts) {
+        Some(
+            GrowingHash::start(
+                file.try_clone().map_err(local)?,
+                kept,
+                total.unwrap_or(u64::MAX),
+            )
+            .map_err(local)?,
+        )
+    } else {
+        None
+    };
     let bar = get
         .progress
         .bar(&part.target().display().to_string(), total.unwrap_or(0));
@@ -244,7 +251,9 @@ async fn receive(
         }
         file.write_all(&data).map_err(local)?;
         have += data.len() as u64;
-        hasher.advance(have);
+        if let Some(h) = &hasher {
+            h.advance(have);
+        }
         bar.set_position(have);
     }
     if total.is_some_and(|t| have != t) {
@@ -255,10 +264,17 @@ async fn receive(
             total: total.unwrap_or(have),
         });
     }
-    let blake3 = hasher.finish(have).await.map_err(local)?;
-    let verified = check(&file, have, &blake3, &info, opts)
-        .await
-        .map_err(local)?;
+    let blake3 = match hasher {
+        Some(h) => Some(h.finish(have).await.map_err(local)?),
+        None => None,
+    };
+    let verified = if get.verify {
+        check(&file, have, blake3.as_ref(), &info, opts)
+            .await
+            .map_err(local)?
+    } else {
+        Ok(None)
+    };
     if let Err(which) = verified {
         drop(file);
         part.discard();
@@ -282,23 +298,28 @@ async fn receive(
 /// Checks the received file against the server's BLAKE3 and the user's
 /// expectation: `Ok(Some(what))` checked, `Ok(None)` nothing to check
 /// against, `Err(what)` a mismatch.
+/// Whether checking needs the file's BLAKE3.
+pub(super) fn wants_blake3(info: &About, opts: &HttpOptions) -> bool {
+    info.blake3.is_some() || matches!(opts.expected, Some(Expected::Blake3(_)))
+}
+
 pub(super) async fn check(
     file: &File,
     size: u64,
-    blake3: &[u8; HASH_LEN],
+    blake3: Option<&[u8; HASH_LEN]>,
     info: &About,
     opts: &HttpOptions,
 ) -> io::Result<Result<Option<&'static str>, &'static str>> {
     let mut what = None;
     if let Some(h) = info.blake3 {
-        if &h != blake3 {
+        if Some(&h) != blake3 {
             return Ok(Err("BLAKE3 from the server"));
         }
         what = Some("BLAKE3 from the server");
     }
     match opts.expected {
         Some(Expected::Blake3(h)) => {
-            if &h != blake3 {
+            if Some(&h) != blake3 {
                 return Ok(Err("--blake3"));
             }
             what = Some("--blake3");

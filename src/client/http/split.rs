@@ -20,7 +20,7 @@ use http::StatusCode;
 use http_body_util::BodyExt;
 use tracing::debug;
 
-use super::save::check;
+use super::save::{check, wants_blake3};
 use super::{about, fetch, About, Conn, HttpOptions, HttpSaved, Span, Url, STALL_TIMEOUT};
 use crate::client::output::{Existing, OutputDir};
 use crate::client::ranges::{split_ranges, MIN_SPLIT};
@@ -181,11 +181,6 @@ pub(super) async fn split(
     }
     drop(bar);
     let size = plan.v.size;
-    let f = file.try_clone().map_err(local)?;
-    let blake3 = tokio::task::spawn_blocking(move || crate::hashing::hash_file(&f, size))
-        .await
-        .map_err(|e| local(std::io::Error::other(e)))?
-        .map_err(local)?;
     let info = About {
         total: Some(size),
         start: 0,
@@ -194,9 +189,24 @@ pub(super) async fn split(
         blake3: server_hash.lock().ok().and_then(|h| *h),
         name: None,
     };
-    let verified = check(&file, size, &blake3, &info, opts)
-        .await
-        .map_err(local)?;
+    let verified = if get.verify {
+        let blake3 = if wants_blake3(&info, opts) {
+            let f = file.try_clone().map_err(local)?;
+            Some(
+                tokio::task::spawn_blocking(move || crate::hashing::hash_file(&f, size))
+                    .await
+                    .map_err(|e| local(std::io::Error::other(e)))?
+                    .map_err(local)?,
+            )
+        } else {
+            None
+        };
+        check(&file, size, blake3.as_ref(), &info, opts)
+            .await
+            .map_err(local)?
+    } else {
+        Ok(None)
+    };
     let verified = match verified {
         Ok(v) => v,
         Err(which) => {
