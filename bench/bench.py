@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """ferry's benchmark driver: runs every scenario against ferry and its peers
-(iperf3, netcat, nginx + curl, python -m http.server, rsync, dufs, miniserve) on this machine
+(iperf3, netcat, nginx + curl, python -m http.server, rsync, dufs, miniserve;
+as HTTP clients curl, aria2c, wget) on this machine
 and prints one markdown table. bench/run.sh installs the peers, builds ferry
 and then runs this; see bench/README.md for what each scenario measures.
 
@@ -70,7 +71,7 @@ LOSSY_DELAY_MS = env_float("FB_LOSSY_DELAY_MS", 25.0)  # one way: RTT is twice t
 LOSSY_LOSS_PCT = env_float("FB_LOSSY_LOSS_PCT", 0.5)  # each way
 LOSSY_CC = os.environ.get("FB_LOSSY_CC", "cubic")  # congestion control inside the namespaces
 LOSSY_EMU = os.environ.get("FB_LOSSY_EMU", "auto")  # auto | netem | linkem
-SCENARIOS = {s.strip() for s in os.environ.get("FB_SCENARIOS", "1,2,3,4,5,6,7,8").split(",") if s.strip()}
+SCENARIOS = {s.strip() for s in os.environ.get("FB_SCENARIOS", "1,2,3,4,5,6,7,8,9").split(",") if s.strip()}
 DUFS = os.environ.get("FB_DUFS") or shutil.which("dufs") or str(Path.home() / ".cargo/bin/dufs")
 MINISERVE = os.environ.get("FB_MINISERVE") or shutil.which("miniserve") or str(Path.home() / ".cargo/bin/miniserve")
 TMPFS = Path(os.environ.get("FB_TMPFS", "/dev/shm"))
@@ -155,6 +156,10 @@ class Run:
     elapsed: float
     rc: int
     cpu: float  # user + system seconds of the command and its children
+    # The client's peak RSS in KiB, from GNU time's %M (0: not measured): the
+    # largest member of the tree under `timeout`, so at least timeout's own
+    # (~1.7 MiB).
+    maxrss_kib: int = 0
 
 
 def run_timed(cmd, *, stdout=subprocess.DEVNULL, timeout: float = TIMEOUT, prefix=(), expect=(0,)) -> Run:
@@ -163,15 +168,54 @@ def run_timed(cmd, *, stdout=subprocess.DEVNULL, timeout: float = TIMEOUT, prefi
     return finish_client(p, expect)
 
 
+# GNU time, for the clients' peak RSS. It runs outside `timeout`: the process
+# Python starts inherits the driver's own RSS high-water mark when it execs
+# (so wait4's ru_maxrss of it is at least the driver's ~40 MiB), while time
+# reports only its child's tree (timeout, forked by the small time, and the
+# client), and it outlives timeout's cut-off to report it. It writes into a
+# pipe, so no file is created per run.
+TIME_BIN = "/usr/bin/time"
+HAVE_TIME = os.access(TIME_BIN, os.X_OK)
+
+
 def start_client(cmd, *, stdout=subprocess.DEVNULL, timeout: float = TIMEOUT, prefix=()):
-    full = [*prefix, "timeout", "-k", "2", f"{timeout:g}", *map(str, cmd)]
+    full = ["timeout", "-k", "2", f"{timeout:g}", *map(str, cmd)]
+    rss_r = rss_w = None
+    if HAVE_TIME:
+        rss_r, rss_w = os.pipe()
+        os.set_blocking(rss_r, False)
+        full = [TIME_BIN, "-f", "%M", "-o", f"/dev/fd/{rss_w}", *full]
+    full = [*prefix, *full]
     err = open(LOGS / "clients.err", "ab")
     t0 = time.perf_counter()
-    p = subprocess.Popen(full, stdout=stdout, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True)
-    err.close()
+    try:
+        p = subprocess.Popen(full, stdout=stdout, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True,
+                             pass_fds=(rss_w,) if rss_w is not None else ())
+    finally:
+        err.close()
+        if rss_w is not None:
+            os.close(rss_w)
     p._bench_t0 = t0  # type: ignore[attr-defined]
     p._bench_cmd = full  # type: ignore[attr-defined]
+    p._bench_rss = rss_r  # type: ignore[attr-defined]
     return p
+
+
+def _read_rss(fd: int | None) -> int:
+    """GNU time's %M from the pipe (its last line; a line before it may say
+    the command failed), in KiB; 0 if there is none."""
+    if fd is None:
+        return 0
+    data = b""
+    try:
+        while chunk := os.read(fd, 4096):
+            data += chunk
+    except BlockingIOError:
+        pass  # a leftover process still holds the write end: take what is there
+    finally:
+        os.close(fd)
+    lines = data.decode(errors="replace").split()
+    return int(lines[-1]) if lines and lines[-1].isdigit() else 0
 
 
 def finish_client(p, expect=(0,)) -> Run:
@@ -187,14 +231,17 @@ def finish_client(p, expect=(0,)) -> Run:
     p.returncode = rc
     if rc not in expect:
         log(f"  exit {rc}: {' '.join(p._bench_cmd)} (see bench/out/logs/clients.err)")
-    return Run(elapsed, rc, ru.ru_utime + ru.ru_stime)
+    return Run(elapsed, rc, ru.ru_utime + ru.ru_stime, _read_rss(p._bench_rss))
 
 
 def _kill_group(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    """Kills the client's process group and those of its children: under GNU
+    time, `timeout` (time's child) runs in a group of its own."""
+    for pgid in [*children(pid), pid]:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def free_port() -> int:
@@ -303,6 +350,46 @@ def warm(paths) -> None:
         with open(p, "rb", buffering=0) as f:
             while f.readinto(buf):
                 pass
+
+
+_libc.mlock.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_libc.munlock.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+
+
+class pinned:
+    """Holds files' pages in the page cache while the block runs: a shared
+    read-only mapping of each, mlock(2)ed (which reads in what is missing).
+    On this VM a file's idle pages are reclaimed at ~1 % per 10 s with plenty
+    of memory free, and each one missing is a synchronous read for the server
+    in the middle of a run; warm() alone leaves the runs exposed to that.
+    `self.ok` says whether every file was locked (else warm() is all there is)."""
+
+    def __init__(self, paths):
+        self.paths, self.maps, self.ok = list(paths), [], True
+
+    def __enter__(self):
+        for p in self.paths:
+            size = p.stat().st_size
+            fd = os.open(p, os.O_RDONLY)
+            try:
+                addr = _libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+            finally:
+                os.close(fd)
+            if addr in (None, ctypes.c_void_p(-1).value):
+                self.ok = False
+                continue
+            self.maps.append((addr, size))
+            if _libc.mlock(addr, size) != 0:
+                log(f"mlock of {p.name} failed: {os.strerror(ctypes.get_errno())}")
+                self.ok = False
+        return self
+
+    def __exit__(self, *exc):
+        for addr, size in self.maps:
+            _libc.munlock(addr, size)
+            _libc.munmap(addr, size)
+        self.maps.clear()
+        return False
 
 
 def settle_writeback() -> None:
@@ -564,6 +651,7 @@ class Cell:
     srv_bytes: int = 0
     cli_cpu: float = 0.0
     cli_bytes: int = 0
+    cli_rss_kib: int = 0  # the client's peak RSS, the largest of the cell's runs (0: not measured)
     extra: str = ""  # shown after the median (e.g. seconds)
     cpu_per: str = "GiB"  # CPU columns: seconds per GiB, or µs per "file" (then *_bytes count files)
 
@@ -582,7 +670,9 @@ def cell(*args, **kw) -> Cell:
     return c
 
 
-def record(c: Cell, value: float | None, *, srv_cpu=0.0, srv_bytes=0, cli_cpu=0.0, cli_bytes=0, label="") -> None:
+def record(c: Cell, value: float | None, *, srv_cpu=0.0, srv_bytes=0, cli_cpu=0.0, cli_bytes=0, cli_rss=0,
+           label="") -> None:
+    """Adds one run's result; `cli_rss` is the client's peak RSS in KiB (0: not measured)."""
     if value is None:
         c.failed += 1
         log(f"  {c.tool} -> {c.into}: FAILED")
@@ -592,7 +682,9 @@ def record(c: Cell, value: float | None, *, srv_cpu=0.0, srv_bytes=0, cli_cpu=0.
     c.srv_bytes += srv_bytes
     c.cli_cpu += cli_cpu
     c.cli_bytes += cli_bytes
-    log(f"  {c.tool} -> {c.into}: {fmt(value, c.unit)}{label}")
+    c.cli_rss_kib = max(c.cli_rss_kib, cli_rss)
+    rss = f", client peak RSS {cli_rss / 1024:.1f} MiB" if cli_rss else ""
+    log(f"  {c.tool} -> {c.into}: {fmt(value, c.unit)}{label}{rss}")
 
 
 def fmt(v: float, unit: str) -> str:
@@ -637,7 +729,7 @@ def scenario1(files) -> None:
     run_timed([FERRY, "get", "-q", ferry.hostport, rel(big), "-o", "-"])
 
     dests = {"ext4 file": disk, "/dev/null": None, f"tmpfs ({TMPFS})": shm}
-    runs = []  # (cell, function returning (value, srv_cpu, srv_bytes, cli_cpu)
+    runs = []  # (cell, function returning (value, srv_cpu, srv_bytes, cli_cpu, cli_rss_kib))
 
     def add(c: Cell, fn) -> None:
         runs.append((c, fn))
@@ -658,9 +750,9 @@ def scenario1(files) -> None:
                 out.seek(0)
                 try:
                     end = json.load(out)["end"]["sum_received"]
-                    return end["bytes"] / end["seconds"] / 1e9, 0.0, 0, r.cpu
+                    return end["bytes"] / end["seconds"] / 1e9, 0.0, 0, r.cpu, r.maxrss_kib
                 except (ValueError, KeyError):
-                    return None, 0, 0, 0
+                    return None, 0, 0, 0, 0
 
         return fn
 
@@ -699,7 +791,7 @@ def scenario1(files) -> None:
                 srv.wait(timeout=10)
             finally:
                 stop(srv)
-            return (r.elapsed, r.cpu) if check(dest, out, r) else (None, 0)
+            return (r, None) if check(dest, out, r) else (None, None)
 
         return lambda: _rate(fn, size, None)
 
@@ -707,7 +799,7 @@ def scenario1(files) -> None:
         def fn():
             out = target(dest, "big.curl")
             r = run_timed(["curl", "-sSf", "-o", out, f"http://{server.hostport}/{rel(big)}"])
-            return (r.elapsed, r.cpu) if check(dest, out, r) else (None, 0)
+            return (r, None) if check(dest, out, r) else (None, None)
 
         return lambda: _rate(fn, size, server)
 
@@ -723,10 +815,8 @@ def scenario1(files) -> None:
                     out = dest / big.name
                     r = run_timed([FERRY, "get", "-q", *extra, srv.hostport, rel(big), "-o", dest])
                 if not check(dest, out, r):
-                    return None, 0
-                if fresh_server:
-                    return r.elapsed, r.cpu, srv.cpu()  # all it did: hash + send
-                return r.elapsed, r.cpu
+                    return None, None
+                return r, (srv.cpu() if fresh_server else None)  # a fresh server: all it did, hash + send
             finally:
                 if fresh_server:
                     srv.stop()
@@ -750,25 +840,26 @@ def scenario1(files) -> None:
         for c, fn in rotated(runs, r):
             warm([big])
             settle_writeback()
-            value, srv_cpu, srv_bytes, cli_cpu = fn()
-            record(c, value, srv_cpu=srv_cpu, srv_bytes=srv_bytes, cli_cpu=cli_cpu, cli_bytes=size if value else 0)
+            value, srv_cpu, srv_bytes, cli_cpu, cli_rss = fn()
+            record(c, value, srv_cpu=srv_cpu, srv_bytes=srv_bytes, cli_cpu=cli_cpu, cli_bytes=size if value else 0,
+                   cli_rss=cli_rss)
     for s in (nginx, pyhttp, ferry, iperf):
         s.stop()
     rm(shm)
 
 
 def _rate(fn, size: int, server: Server | None):
-    """Runs one transfer; returns (GB/s, server CPU s, bytes, client CPU s)."""
+    """Runs one transfer; `fn` returns (the client's Run or None if it failed,
+    the server CPU it measured itself or None). Returns (GB/s, server CPU s,
+    bytes, client CPU s, client peak RSS KiB)."""
     before = server.cpu() if server else 0.0
-    res = fn()
-    if res[0] is None:
-        return None, 0, 0, 0
-    if len(res) == 3:  # the function measured its own server
-        elapsed, cli_cpu, srv = res
-        return size / elapsed / 1e9, srv, size, cli_cpu
-    elapsed, cli_cpu = res
+    r, own_srv = fn()
+    if r is None:
+        return None, 0, 0, 0, 0
+    if own_srv is not None:  # the function measured its own server
+        return size / r.elapsed / 1e9, own_srv, size, r.cpu, r.maxrss_kib
     srv = (server.cpu() - before) if server else 0.0
-    return size / elapsed / 1e9, srv, (size if server else 0), cli_cpu
+    return size / r.elapsed / 1e9, srv, (size if server else 0), r.cpu, r.maxrss_kib
 
 
 # ---------------------------------------------------------------- scenario 2
@@ -836,7 +927,7 @@ def scenario2(files) -> None:
             if run.rc == 0 and verify_tree(root):
                 value = nfiles / run.elapsed
                 record(c, value, srv_cpu=srv, srv_bytes=nfiles, cli_cpu=run.cpu, cli_bytes=nfiles,
-                       label=f" ({run.elapsed:.2f} s)")
+                       cli_rss=run.maxrss_kib, label=f" ({run.elapsed:.2f} s)")
             else:
                 record(c, None)
     for c, _, _ in runs:
@@ -877,8 +968,8 @@ def scenario3(files) -> None:
             )
             rm(out / tool)
             if not ok:
-                return None, 0, 0, 0
-            return total / elapsed / 1e9, srv, total, sum(r.cpu for r in runs)
+                return None, 0, 0, 0, 0
+            return total / elapsed / 1e9, srv, total, sum(r.cpu for r in runs), max(r.maxrss_kib for r in runs)
 
         return fn
 
@@ -893,8 +984,9 @@ def scenario3(files) -> None:
         for c, fn in rotated(runs, r):
             warm(cfiles)
             settle_writeback()
-            value, srv_cpu, srv_bytes, cli_cpu = fn()
-            record(c, value, srv_cpu=srv_cpu, srv_bytes=srv_bytes, cli_cpu=cli_cpu, cli_bytes=total if value else 0)
+            value, srv_cpu, srv_bytes, cli_cpu, cli_rss = fn()
+            record(c, value, srv_cpu=srv_cpu, srv_bytes=srv_bytes, cli_cpu=cli_cpu, cli_bytes=total if value else 0,
+                   cli_rss=cli_rss)
     nginx.stop()
     ferry.stop()
 
@@ -997,6 +1089,7 @@ def scenario4(files) -> None:
                 "peak": max(peak[0], hwm),
                 "rate": total / elapsed / 1e9 if ok else None,
                 "kept": kept,
+                "cli_rss": max(r.maxrss_kib for r in runs),
             }
         finally:
             server.stop()
@@ -1015,8 +1108,9 @@ def scenario4(files) -> None:
         log(f"scenario 4, round {r + 1}/{N}")
         for tool in rotated(["nginx", "ferry"], r):
             res = one(tool)
-            for k in ("rss0", "idle", "peak", "rate"):
+            for k in ("rss0", "idle", "peak"):
                 record(rows[tool][k], res[k])
+            record(rows[tool]["rate"], res["rate"], cli_rss=res["cli_rss"])
             kept_min[tool] = min(kept_min.get(tool, IDLE), res["kept"])
     for tool, k in kept_min.items():
         rows[tool]["idle"].extra = f"{k}/{IDLE} idle kept open"
@@ -1028,6 +1122,11 @@ def scenario4(files) -> None:
 
 
 # ---------------------------------------------------------------- scenario 5
+# aria2c, as scenarios 5 and 9 run it: one file under the name given (-d DIR
+# -o NAME), replacing one that is there, no preallocation (the default,
+# prealloc, reserves the file's whole space before the first byte); quiet.
+# Its control file NAME.aria2 is removed when a download completes.
+ARIA2_OPTS = ["--allow-overwrite=true", "--auto-file-renaming=false", "--file-allocation=none", "-q"]
 SRV_NS = "ferrybench-srv"
 CLI_NS = "ferrybench-cli"
 SRV_IP = "10.199.0.1"
@@ -1173,6 +1272,15 @@ def scenario5(files) -> None:
         (c_ferry, fn_for(lambda d: [FERRY, "get", "-q", ferry.hostport, rel(mid), "-o", d], out / "ferry")),
         (c_j8, fn_for(lambda d: [FERRY, "get", "-q", "-j", "8", ferry.hostport, rel(mid), "-o", d], out / "ferry8")),
     ]
+    if shutil.which("aria2c"):
+        # Eight ranges of the same nginx, next to ferry's -j 8. -k 1M: aria2's
+        # default --min-split-size (20M) would split 100 MiB into only 5
+        # ranges, and a file under 40 MiB not at all.
+        c_aria = cell("5", "", "nginx + aria2c -x 8 -s 8 -k 1M", "ext4 file", "MB/s", "lossy")
+        runs.append((c_aria, fn_for(lambda d: ["aria2c", *ARIA2_OPTS, "-x", "8", "-s", "8", "-k", "1M", "-d", d,
+                                               "-o", mid.name, f"http://{nginx.hostport}/{rel(mid)}"], out / "aria2")))
+    else:
+        SKIPS.append("scenario 5: aria2c not installed (bench/run.sh installs Debian's aria2), so no aria2c -x 8 row")
     finished = {c.tool: 0 for c, _ in runs}
     for r in range(LOSSY_N):
         log(f"scenario 5, round {r + 1}/{LOSSY_N}")
@@ -1181,7 +1289,7 @@ def scenario5(files) -> None:
             value, run = fn()
             if value is not None and run.rc == 0:
                 finished[c.tool] += 1
-            record(c, value, label=" (finished)" if run.rc == 0 else " (cut off)")
+            record(c, value, cli_rss=run.maxrss_kib, label=" (finished)" if run.rc == 0 else " (cut off)")
     for c, _ in runs:
         c.extra = f"{finished[c.tool]}/{len(c.values) + c.failed} finished"
     NOTES.append("scenario 5: MB/s = bytes received on the client's interface (TCP payload + headers) per second, "
@@ -1250,7 +1358,7 @@ def scenario6(files) -> None:
         srv_cpu = srv.cpu() - before
         if r.rc == 0 and got == str(size):
             record(big_cells[srv.name], size / r.elapsed / 1e9, srv_cpu=srv_cpu, srv_bytes=size, cli_cpu=r.cpu,
-                   cli_bytes=size, label=f" ({r.elapsed:.2f} s)")
+                   cli_bytes=size, cli_rss=r.maxrss_kib, label=f" ({r.elapsed:.2f} s)")
         else:
             record(big_cells[srv.name], None)
 
@@ -1266,7 +1374,7 @@ def scenario6(files) -> None:
         ok = r.rc == 0 and len(sizes) == want and all(x == str(TREE_KIB * 1024) for x in sizes)
         if ok:
             record(tree_cells[srv.name], want / r.elapsed, srv_cpu=srv_cpu, srv_bytes=nfiles, cli_cpu=r.cpu,
-                   cli_bytes=nfiles, label=f" ({r.elapsed:.2f} s)")
+                   cli_bytes=nfiles, cli_rss=r.maxrss_kib, label=f" ({r.elapsed:.2f} s)")
         else:
             log(f"  {srv.name}: {len(sizes)} responses, rc {r.rc}")
             record(tree_cells[srv.name], None)
@@ -1328,7 +1436,8 @@ def scenario7(files) -> None:
             got = meta.read().decode(errors="replace").strip()
         srv_cpu = srv.cpu() - before
         if r.rc == 0 and got == str(size):
-            record(c, size / r.elapsed / 1e9, srv_cpu=srv_cpu, srv_bytes=size, cli_cpu=r.cpu, cli_bytes=size)
+            record(c, size / r.elapsed / 1e9, srv_cpu=srv_cpu, srv_bytes=size, cli_cpu=r.cpu, cli_bytes=size,
+                   cli_rss=r.maxrss_kib)
         else:
             record(c, None)
 
@@ -1341,7 +1450,7 @@ def scenario7(files) -> None:
             r = run_timed([FERRY, "get", "-q", *extra, ferry.hostport, rel(big), "-o", "-"], stdout=devnull)
         srv_cpu = ferry.cpu() - before
         record(c, size / r.elapsed / 1e9 if r.rc == 0 else None, srv_cpu=srv_cpu, srv_bytes=size, cli_cpu=r.cpu,
-               cli_bytes=size)
+               cli_bytes=size, cli_rss=r.maxrss_kib)
 
     # Untimed: ferry hashes the file once, both servers warm up.
     for srv in (nginx, ferry):
@@ -1477,7 +1586,7 @@ def scenario8(files) -> None:
         if ok:
             peaks[id(c)].append(peak)
             record(c, size / r.elapsed / 1e9, srv_cpu=srv_cpu, srv_bytes=size, cli_cpu=r.cpu, cli_bytes=size,
-                   label=f" ({r.elapsed:.2f} s)")
+                   cli_rss=r.maxrss_kib, label=f" ({r.elapsed:.2f} s)")
         else:
             record(c, None)
 
@@ -1503,6 +1612,99 @@ def scenario8(files) -> None:
     for srv in servers:
         srv.stop()
     rm(base)
+
+
+# ---------------------------------------------------------------- scenario 9
+def scenario9(files) -> None:
+    """ferry get as an HTTP client: the big file from nginx on loopback into a
+    directory on tmpfs, by ferry get http://..., curl, aria2c (one connection)
+    and wget. Every run writes a new file (the directory is emptied first and
+    after) and is checked byte for byte; the client's peak RSS is recorded."""
+    big = files["big"]
+    size = big.stat().st_size
+    name = big.name
+    dest = TMPFS / f"ferry-bench-http-{os.getpid()}"
+    CLEANUP_PATHS.append(dest)
+    rm(dest)
+    dest.mkdir(parents=True)
+    out = dest / name
+    nginx = start_nginx(DATA)
+    url = f"http://{nginx.hostport}/{rel(big)}"
+    into = f"tmpfs ({TMPFS})"
+    desc = f"HTTP client: 1 file of {size // MiB} MiB from nginx, page cache warm, loopback, into tmpfs"
+    # (cell, command): ferry's is the reference row.
+    runs = [(cell("9", desc, "ferry get http://… -o DIR/ -q", into, "GB/s", "http-client", True),
+             [FERRY, "get", url, "-o", f"{dest}/", "-q"]),
+            (cell("9", "", "curl -o FILE", into, "GB/s", "http-client"), ["curl", "-sSf", "-o", out, url])]
+    if shutil.which("aria2c"):
+        runs.append((cell("9", "", "aria2c -x1 -s1", into, "GB/s", "http-client"),
+                     ["aria2c", *ARIA2_OPTS, "-x1", "-s1", "-d", dest, "-o", name, url]))
+        NOTES.append(f"scenario 9: {tool_version(['aria2c'])}, options {' '.join(ARIA2_OPTS)} -d DIR -o NAME")
+    else:
+        SKIPS.append("scenario 9: aria2c not installed (bench/run.sh installs Debian's aria2)")
+    if shutil.which("wget"):
+        runs.append((cell("9", "", "wget -q -O FILE", into, "GB/s", "http-client"), ["wget", "-q", "-O", out, url]))
+        NOTES.append(f"scenario 9: {tool_version(['wget'])}")
+    else:
+        SKIPS.append("scenario 9: wget not installed (bench/run.sh installs it)")
+    NOTES.append(f"scenario 9: {tool_version(['curl'])}")
+    strays: dict[str, set[str]] = {}
+
+    def clear() -> list[str]:
+        """Empties the destination; returns what was there besides the file
+        (a .part, a control file... left by the tool)."""
+        left = []
+        for p in list(dest.iterdir()):
+            if p.name != name:
+                left.append(p.name)
+            rm(p)
+        return left
+
+    def one(c: Cell, cmd: list) -> None:
+        clear()
+        warm([big])
+        settle_writeback()
+        before = nginx.cpu()
+        r = run_timed(cmd)
+        srv_cpu = nginx.cpu() - before
+        ok = r.rc == 0
+        if ok and not same_bytes(big, out):
+            log(f"  {c.tool}: {out} is missing or differs from {big}")
+            ok = False
+        left = clear()
+        if left:
+            log(f"  {c.tool}: left {', '.join(left)} beside the file")
+            strays.setdefault(c.tool, set()).update(left)
+        if ok:
+            record(c, size / r.elapsed / 1e9, srv_cpu=srv_cpu, srv_bytes=size, cli_cpu=r.cpu, cli_bytes=size,
+                   cli_rss=r.maxrss_kib, label=f" ({r.elapsed:.2f} s)")
+        else:
+            record(c, None)
+
+    t0 = time.monotonic()
+    with pinned([big]) as pin:
+        warm([big])
+        log(f"scenario 9: {big.name} in the page cache ({time.monotonic() - t0:.0f} s"
+            f"{', locked' if pin.ok else ', NOT locked'}); one untimed download by each")
+        # Untimed: one download by each first (nginx warm, tmpfs pages allocated once).
+        for _, cmd in runs:
+            clear()
+            run_timed(cmd)
+        clear()
+        for r in range(N):
+            log(f"scenario 9, round {r + 1}/{N}")
+            for c, cmd in rotated(runs, r):
+                one(c, cmd)
+    NOTES.append(f"scenario 9: {big.name} was " + ("held in the page cache throughout (mmap + mlock)" if pin.ok else
+                 "NOT locked in the page cache (mlock failed), only checked with mincore before each run"))
+    for c, _ in runs:
+        if c.tool in strays:
+            c.note = f"left {', '.join(sorted(strays[c.tool]))} beside the file"
+    NOTES.append("scenario 9: every download is a new file on tmpfs (the directory emptied before and after), "
+                 "checked byte for byte against the source; a run that differs counts as failed. nginx sends no "
+                 "hash, so ferry get has nothing to verify against (it says 'not verified' without -q).")
+    nginx.stop()
+    rm(dest)
 
 
 # ---------------------------------------------------------------- table
@@ -1540,8 +1742,8 @@ def table(started: str, load_start: str, load_end: str, took: float) -> str:
         f"ferry benchmark, {started}, ferry {git_rev()}; {machine()}; load average {load_start} at start, "
         f"{load_end} at end; {N} runs per cell (scenario 5: {LOSSY_N}), median shown; took {took:.0f} s.",
         "",
-        "| # | scenario | tool | into | median | min – max | ÷ ferry | server CPU | client CPU | note |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---|",
+        "| # | scenario | tool | into | median | min – max | ÷ ferry | server CPU | client CPU | client peak RSS | note |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for c in CELLS:
         m = c.median()
@@ -1551,14 +1753,19 @@ def table(started: str, load_start: str, load_end: str, took: float) -> str:
         ratio = f"{m / ref:.2f}" if (m is not None and ref) else ""
         srv, cli = cpu_text(c.srv_cpu, c.srv_bytes, c.cpu_per), cpu_text(c.cli_cpu, c.cli_bytes, c.cpu_per)
         note = "; ".join(x for x in (c.extra, f"{c.failed} run(s) failed" if c.failed else "", c.note) if x)
-        lines.append(f"| {c.scen} | {c.what} | {c.tool} | {c.into} | {med} | {rng} | {ratio} | {srv} | {cli} | {note} |")
+        crss = f"{c.cli_rss_kib / 1024:.1f} MiB" if c.cli_rss_kib else ""
+        lines.append(f"| {c.scen} | {c.what} | {c.tool} | {c.into} | {med} | {rng} | {ratio} | {srv} | {cli} | {crss} "
+                     f"| {note} |")
     lines.append("")
     lines.append("÷ ferry: this row's median divided by the median of the ferry row it is compared with (the row "
                  "showing 1.00 in the same scenario and destination; iperf3 rows compare with ferry to /dev/null). "
                  "GB/s and MB/s are 10^9 and 10^6 bytes per second. CPU columns: user + system CPU time per GiB moved "
                  "(per file in scenario 2), all runs of the cell together; server from /proc/PID/stat (utime + stime, "
                  "plus reaped children) before and after each run, client from the client processes' rusage. On a "
-                 "busy machine CPU time is steadier than wall time.")
+                 "busy machine CPU time is steadier than wall time. Client peak RSS: GNU time's %M (maximum resident set "
+                 "size) of the client, the largest of the cell's runs; the largest member of the tree under `timeout`, "
+                 "so never below timeout's own ~1.7 MiB; with several clients at once (scenarios 3, 4) the largest "
+                 "client; blank where not measured.")
     for s in SKIPS + NOTES:
         lines.append(f"- {s}")
     lines.append("")
@@ -1625,10 +1832,12 @@ def main() -> int:
     started = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     load_start = Path("/proc/loadavg").read_text().split()[0]
     t0 = time.monotonic()
+    if not HAVE_TIME:
+        SKIPS.append(f"client peak RSS not measured: no GNU time at {TIME_BIN} (bench/run.sh installs Debian's time)")
     files = make_data()
     log(f"data ready ({time.monotonic() - t0:.0f} s)")
     for name, fn in (("1", scenario1), ("2", scenario2), ("3", scenario3), ("4", scenario4), ("5", scenario5),
-                     ("6", scenario6), ("7", scenario7), ("8", scenario8)):
+                     ("6", scenario6), ("7", scenario7), ("8", scenario8), ("9", scenario9)):
         if name in SCENARIOS:
             ts = time.monotonic()
             try:

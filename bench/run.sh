@@ -32,7 +32,8 @@ trap 'exit 130' INT TERM HUP
 # --- peers, from Debian packages
 need=()
 for pair in iperf3:iperf3 nginx:nginx nc:netcat-openbsd curl:curl rsync:rsync ip:iproute2 \
-            tc:iproute2 timeout:coreutils /usr/bin/python3:python3 openssl:openssl; do
+            tc:iproute2 timeout:coreutils /usr/bin/python3:python3 openssl:openssl \
+            aria2c:aria2 wget:wget /usr/bin/time:time; do
     cmd=${pair%%:*} pkg=${pair#*:}
     command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
