@@ -29,6 +29,18 @@ pub fn hash_file(file: &File, size: u64) -> io::Result<[u8; HASH_LEN]> {
 ///
 /// As [`hash_file`].
 pub fn update_from_file(hasher: &mut blake3::Hasher, file: &File, size: u64) -> io::Result<()> {
+    for_each_chunk(file, size, |c| {
+        hasher.update(c);
+    })
+}
+
+/// Hands the first `size` bytes of `file` to `each`, in chunks read with
+/// positional reads into one bounded buffer (for any hash).
+///
+/// # Errors
+///
+/// As [`hash_file`].
+pub fn for_each_chunk(file: &File, size: u64, mut each: impl FnMut(&[u8])) -> io::Result<()> {
     let mut buf = vec![
         0u8;
         HASH_CHUNK
@@ -47,7 +59,7 @@ pub fn update_from_file(hasher: &mut blake3::Hasher, file: &File, size: u64) -> 
                 "file shrank while being hashed",
             ));
         }
-        hasher.update(&buf[..n]);
+        each(&buf[..n]);
         pos += n as u64;
     }
     Ok(())

@@ -48,16 +48,7 @@ pub(super) async fn get(mut a: GetArgs) -> Result<ExitCode> {
     }
     let cancel = CancellationToken::new();
     tokio::spawn(cancel_on_ctrl_c(cancel.clone()));
-    let opts = GetOptions {
-        progress: if a.quiet {
-            Progress::Hidden
-        } else {
-            Progress::Auto
-        },
-        verify: !a.no_verify,
-        force: a.force,
-        cancel: cancel.clone(),
-    };
+    let opts = get_options(&a, &cancel);
     let plan = Plan {
         a: &a,
         addr: target.addr,
@@ -72,6 +63,20 @@ pub(super) async fn get(mut a: GetArgs) -> Result<ExitCode> {
             error_line("interrupted");
             Ok(ExitCode::from(EXIT_INTERRUPTED))
         }
+    }
+}
+
+/// What `-q`, `--no-verify` and `--force` ask of every download.
+pub(super) fn get_options(a: &GetArgs, cancel: &CancellationToken) -> GetOptions {
+    GetOptions {
+        progress: if a.quiet {
+            Progress::Hidden
+        } else {
+            Progress::Auto
+        },
+        verify: !a.no_verify,
+        force: a.force,
+        cancel: cancel.clone(),
     }
 }
 

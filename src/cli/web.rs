@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{error_line, exit_for, note, GetArgs};
 use crate::client::http::{http_get, is_http_url, parse_hex, Expected, HttpOptions, HttpSaved};
-use crate::client::{ClientError, Destination, GetOptions, Progress};
+use crate::client::{ClientError, Destination, GetOptions};
 use crate::display::bytes;
 
 pub(super) async fn get(a: GetArgs) -> Result<ExitCode> {
@@ -41,16 +41,7 @@ pub(super) async fn get(a: GetArgs) -> Result<ExitCode> {
     }
     let cancel = CancellationToken::new();
     tokio::spawn(super::get::cancel_on_ctrl_c(cancel.clone()));
-    let get = GetOptions {
-        progress: if a.quiet {
-            Progress::Hidden
-        } else {
-            Progress::Auto
-        },
-        verify: !a.no_verify,
-        force: a.force,
-        cancel: cancel.clone(),
-    };
+    let get = super::get::get_options(&a, &cancel);
     let opts = HttpOptions {
         cacert: a.tls.cacert.clone(),
         token: a.tls.token.clone(),

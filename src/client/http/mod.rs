@@ -349,6 +349,11 @@ async fn fetch(
     )))
 }
 
+/// A response that is neither a success nor a redirect, as an error.
+fn failure(a: &Answer) -> ClientError {
+    ClientError::Http(format!("{}: HTTP {}", a.url.shown(), a.status))
+}
+
 fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
@@ -474,11 +479,7 @@ pub async fn http_list(
     let mut conn = None;
     let answer = fetch(&mut conn, &u, None, opts).await?;
     if !answer.status.is_success() {
-        return Err(ClientError::Http(format!(
-            "{}: HTTP {}",
-            answer.url.shown(),
-            answer.status
-        )));
+        return Err(failure(&answer));
     }
     let limited = http_body_util::Limited::new(answer.body, MAX_LISTING);
     let body = tokio::time::timeout(STALL_TIMEOUT, limited.collect())

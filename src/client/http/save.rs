@@ -10,6 +10,7 @@ use http_body_util::BodyExt;
 use hyper::body::Bytes;
 use tracing::debug;
 
+use super::failure;
 use super::split::Split;
 use super::Span;
 
@@ -100,11 +101,7 @@ pub async fn http_get(
         _ => answer,
     };
     if !answer.status.is_success() {
-        return Err(ClientError::Http(format!(
-            "{}: HTTP {}",
-            answer.url.shown(),
-            answer.status
-        )));
+        return Err(failure(&answer));
     }
     let info = about(&answer)?;
     // Content-Disposition names the file only when -o did not.
@@ -341,21 +338,8 @@ pub(super) async fn check(
 
 fn sha256_file(file: &File, size: u64) -> io::Result<[u8; 32]> {
     use sha2::Digest;
-    use std::os::unix::fs::FileExt;
     let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut pos = 0;
-    while pos < size {
-        let want = buf
-            .len()
-            .min(usize::try_from(size - pos).unwrap_or(usize::MAX));
-        let n = file.read_at(&mut buf[..want], pos)?;
-        if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank"));
-        }
-        h.update(&buf[..n]);
-        pos += n as u64;
-    }
+    crate::hashing::for_each_chunk(file, size, |c| h.update(c))?;
     Ok(h.finalize().into())
 }
 
@@ -369,11 +353,7 @@ async fn to_stdout(
 ) -> Result<HttpSaved, ClientError> {
     let answer = fetch(conn, url, None, opts).await?;
     if !answer.status.is_success() {
-        return Err(ClientError::Http(format!(
-            "{}: HTTP {}",
-            answer.url.shown(),
-            answer.status
-        )));
+        return Err(failure(&answer));
     }
     let info = about(&answer)?;
     let mut blake3 = blake3::Hasher::new();

@@ -323,25 +323,13 @@ fn upload_target(
     ctx: &ConnCtx<'_>,
     log: AccessLog,
 ) -> Result<String, Box<Response<Body>>> {
-    if !ctx.service().accepts_uploads() {
-        return Err(Box::new(text(
-            StatusCode::FORBIDDEN,
-            "uploads are off on this server (start it with --upload)",
-            log,
-        )));
-    }
-    match url::decode(req.uri().path()) {
-        Ok(t) if t.dir || t.path.is_empty() => Err(Box::new(text(
+    match write_target(req, ctx, log)? {
+        (t, log) if t.dir || t.path.is_empty() => Err(Box::new(text(
             StatusCode::METHOD_NOT_ALLOWED,
             "PUT needs a file name (a URL not ending in /)",
             log,
         ))),
-        Ok(t) => Ok(t.path),
-        Err(why) => Err(Box::new(text(
-            StatusCode::BAD_REQUEST,
-            &format!("invalid path: {why}"),
-            log,
-        ))),
+        (t, _) => Ok(t.path),
     }
 }
 
@@ -351,6 +339,20 @@ fn form_target(
     ctx: &ConnCtx<'_>,
     log: AccessLog,
 ) -> Result<String, Box<Response<Body>>> {
+    let (t, log) = write_target(req, ctx, log)?;
+    if let Some(why) = form::cross_site(req.headers(), request_host(req)) {
+        return Err(Box::new(text(StatusCode::FORBIDDEN, why, log)));
+    }
+    Ok(t.path)
+}
+
+/// The decoded target of a write (`PUT`, `POST`), or the answer refusing
+/// it: uploads off, or a path that does not decode.
+fn write_target(
+    req: &Request<Incoming>,
+    ctx: &ConnCtx<'_>,
+    log: AccessLog,
+) -> Result<(url::Target, AccessLog), Box<Response<Body>>> {
     if !ctx.service().accepts_uploads() {
         return Err(Box::new(text(
             StatusCode::FORBIDDEN,
@@ -358,11 +360,8 @@ fn form_target(
             log,
         )));
     }
-    if let Some(why) = form::cross_site(req.headers(), request_host(req)) {
-        return Err(Box::new(text(StatusCode::FORBIDDEN, why, log)));
-    }
     match url::decode(req.uri().path()) {
-        Ok(t) => Ok(t.path),
+        Ok(t) => Ok((t, log)),
         Err(why) => Err(Box::new(text(
             StatusCode::BAD_REQUEST,
             &format!("invalid path: {why}"),
