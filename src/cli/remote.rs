@@ -19,6 +19,7 @@ pub(super) async fn ls(a: LsArgs) -> Result<ExitCode> {
         }
         let opts = crate::client::http::HttpOptions {
             cacert: a.tls.cacert.clone(),
+            pin: a.tls.pin.clone(),
             token: a.tls.token.clone(),
             expected: None,
             jobs: 1,

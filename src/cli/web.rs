@@ -15,9 +15,6 @@ pub(super) async fn get(a: GetArgs) -> Result<ExitCode> {
     if a.tutorial {
         bail!("--tutorial is for the tutorial's raw protocol, not http(s):// URLs");
     }
-    if a.tls.pin.is_some() {
-        bail!("--pin is for ferry's own TLS; an https:// server is checked against the system's CAs or --cacert");
-    }
     let mut urls = vec![a.host.clone()];
     urls.extend(a.remote_paths.iter().cloned());
     if let Some(u) = urls.iter().find(|u| !is_http_url(u)) {
@@ -44,6 +41,7 @@ pub(super) async fn get(a: GetArgs) -> Result<ExitCode> {
     let get = super::get::get_options(&a, &cancel);
     let opts = HttpOptions {
         cacert: a.tls.cacert.clone(),
+        pin: a.tls.pin.clone(),
         token: a.tls.token.clone(),
         expected,
         jobs: a.jobs as usize,

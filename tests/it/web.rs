@@ -257,6 +257,40 @@ fn https_get_trusts_the_given_ca_and_refuses_an_unknown_one() {
         "{r}"
     );
     assert!(!tmp.path().join("out/again.bin").exists());
+    // --pin: exactly this certificate, whoever signed it; another refused.
+    if let Some(openssl) = tool("openssl") {
+        let out = Command::new(openssl)
+            .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+            .arg(&cert)
+            .output()
+            .unwrap();
+        let line = String::from_utf8_lossy(&out.stdout).to_string();
+        let fp: String = line
+            .split('=')
+            .nth(1)
+            .unwrap_or("")
+            .trim()
+            .replace(':', "")
+            .to_lowercase();
+        assert_eq!(fp.len(), 64, "{line}");
+        let pin = format!("sha256:{fp}");
+        let r = ferry(
+            tmp.path(),
+            &["get", &url, "-o", "out/pinned.bin", "--pin", &pin],
+        )
+        .ok();
+        assert!(
+            fs::read(tmp.path().join("out/pinned.bin")).unwrap() == data,
+            "{r}"
+        );
+        let wrong = format!("sha256:{}", "ab".repeat(32));
+        let r = ferry(
+            tmp.path(),
+            &["get", &url, "-o", "out/wrong-pin.bin", "--pin", &wrong],
+        )
+        .fails();
+        assert!(!tmp.path().join("out/wrong-pin.bin").exists(), "{r}");
+    }
 }
 
 #[test]

@@ -59,6 +59,8 @@ pub enum Expected {
 pub struct HttpOptions {
     /// CA file to trust instead of the system's roots (`--cacert`).
     pub cacert: Option<PathBuf>,
+    /// `sha256:HEX`: trust exactly this certificate (`--pin`).
+    pub pin: Option<String>,
     /// A bearer token (`--token`), sent only to the URL's own host.
     pub token: Option<String>,
     /// The hash the file must have.
@@ -204,7 +206,31 @@ async fn connect(url: &Url, opts: &HttpOptions) -> Result<Conn, ClientError> {
     };
     let tcp: TcpStream = super::connect(&addr).await?;
     let _ = tcp.set_nodelay(true);
-    let io: Box<dyn Io> = if url.https {
+    let io: Box<dyn Io> = if let (true, Some(pin)) = (url.https, &opts.pin) {
+        // A pinned certificate: exactly this one, whoever signed it.
+        let trust = crate::tls::client::TrustOptions {
+            pin: Some(pin.clone()),
+            cacert: None,
+            known_hosts: None,
+        };
+        let tls = crate::tls::client::ClientTls::new(
+            &url.authority,
+            &trust,
+            &[b"http/1.1"],
+            std::sync::Arc::new(|_: &str| {}),
+        )
+        .map_err(|e| ClientError::Tls(e.to_string()))?;
+        match tokio::time::timeout(CONNECT_TIMEOUT, tls.connect(&url.host, tcp)).await {
+            Ok(Ok(s)) => Box::new(s),
+            Ok(Err(why)) => return Err(ClientError::Tls(why)),
+            Err(_) => {
+                return Err(ClientError::Tls(format!(
+                    "TLS handshake with {} timed out",
+                    url.authority
+                )))
+            }
+        }
+    } else if url.https {
         let config = crate::tls::client::web_config(opts.cacert.as_deref(), &[b"http/1.1"])
             .map_err(|e| ClientError::Tls(e.to_string()))?;
         let name = rustls::pki_types::ServerName::try_from(url.host.clone())
