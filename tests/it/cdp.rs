@@ -93,11 +93,14 @@ impl Chrome {
         let deadline = Instant::now() + Duration::from_secs(60);
         let port_file = profile.join("DevToolsActivePort");
         let ws_url = loop {
-            assert!(
-                Instant::now() < deadline,
-                "chromium gave no DevTools page within 60 s:\n{}",
-                fs::read_to_string(&log).unwrap_or_default()
-            );
+            if Instant::now() >= deadline {
+                // Not left running: a failed test must not leak a browser.
+                kill_group(&child);
+                panic!(
+                    "chromium gave no DevTools page within 60 s:\n{}",
+                    fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
             std::thread::sleep(Duration::from_millis(100));
             let Some(port) = fs::read_to_string(&port_file)
                 .ok()
@@ -125,11 +128,17 @@ impl Chrome {
             .next()
             .unwrap()
             .to_string();
-        let stream = TcpStream::connect(&hostport).unwrap();
+        let Ok(stream) = TcpStream::connect(&hostport) else {
+            kill_group(&child);
+            panic!("cannot reach chromium's DevTools at {hostport}");
+        };
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
-        let (ws, _) = tungstenite::client(ws_url.as_str(), stream).expect("DevTools WebSocket");
+        let Ok((ws, _)) = tungstenite::client(ws_url.as_str(), stream) else {
+            kill_group(&child);
+            panic!("no DevTools WebSocket at {ws_url}");
+        };
         Chrome {
             child,
             ws,
@@ -204,11 +213,16 @@ impl Chrome {
     }
 }
 
+/// Kills chromium and its renderers (its own process group).
+fn kill_group(child: &Child) {
+    if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::Kill);
+    }
+}
+
 impl Drop for Chrome {
     fn drop(&mut self) {
-        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
-            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::Kill);
-        }
+        kill_group(&self.child);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
