@@ -118,18 +118,6 @@ fn issue15_a_message_server_shares_no_files_and_says_so() {
     assert_eq!(std::str::from_utf8(&ack[..n]).unwrap(), "已收到你的信息");
 }
 
-/// Reads the range progress a part's metadata records, in bytes done.
-fn recorded_progress(meta: &Path) -> Option<u64> {
-    let text = fs::read_to_string(meta).ok()?;
-    let ranges = text.lines().find_map(|l| l.strip_prefix("ranges="))?;
-    Some(
-        ranges
-            .split(',')
-            .filter_map(|r| r.split_once(':')?.1.parse::<u64>().ok())
-            .sum(),
-    )
-}
-
 #[test]
 fn issue15_an_interrupted_split_download_resumes_its_ranges() {
     let root = tempfile::tempdir().unwrap();

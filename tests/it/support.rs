@@ -1219,3 +1219,16 @@ pub fn run_tool(cwd: &Path, program: &Path, args: &[&str]) -> Run {
         format!("{} {}", program.display(), args.join(" ")),
     )
 }
+
+/// The range progress a `.part.meta` records, in bytes done (`None`: no
+/// meta, or no ranges in it).
+pub fn recorded_progress(meta: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(meta).ok()?;
+    let ranges = text.lines().find_map(|l| l.strip_prefix("ranges="))?;
+    Some(
+        ranges
+            .split(',')
+            .filter_map(|r| r.split_once(':')?.1.parse::<u64>().ok())
+            .sum(),
+    )
+}

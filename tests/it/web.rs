@@ -416,18 +416,6 @@ fn http_get_from_ferry_checks_its_blake3_and_a_server_ignoring_range_restarts() 
     assert!(fs::read(tmp.path().join("py/f.bin")).unwrap() == data);
 }
 
-/// Bytes of range progress a `.part.meta` records.
-fn ranges_done(meta: &Path) -> Option<u64> {
-    let text = fs::read_to_string(meta).ok()?;
-    let ranges = text.lines().find_map(|l| l.strip_prefix("ranges="))?;
-    Some(
-        ranges
-            .split(',')
-            .filter_map(|r| r.split_once(':')?.1.parse::<u64>().ok())
-            .sum(),
-    )
-}
-
 /// `-j 4` from nginx, as aria2 would: killed mid-way, the re-run continues
 /// each range (If-Range on every one); killed again and the file changed
 /// on the server, the re-run starts over and never splices.
@@ -447,12 +435,12 @@ fn http_split_download_resumes_its_ranges_and_restarts_when_the_file_changed() {
     let run_killed = || {
         let mut child = ferry_spawn(tmp.path(), &["get", "-j", "4", &url, "-o", "out/", "-q"]);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline && ranges_done(&meta).is_none_or(|n| n < 4 << 20) {
+        while Instant::now() < deadline && recorded_progress(&meta).is_none_or(|n| n < 4 << 20) {
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = child.kill();
         let _ = child.wait();
-        ranges_done(&meta).unwrap_or(0)
+        recorded_progress(&meta).unwrap_or(0)
     };
     let kept = run_killed();
     assert!(kept >= 4 << 20, "kept {kept}");

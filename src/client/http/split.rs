@@ -163,20 +163,12 @@ pub(super) async fn split(
         }
     }
     if let Some(e) = failure {
-        return Err(match e {
-            ClientError::Interrupted { .. } => ClientError::Interrupted {
-                part: Some(part.part_path()),
-                kept,
-                total: plan.v.size,
-            },
-            other => {
-                debug!("split download failed: {other}");
-                ClientError::Interrupted {
-                    part: Some(part.part_path()),
-                    kept,
-                    total: plan.v.size,
-                }
-            }
+        // Whatever stopped a lane, the part and its ranges are kept.
+        debug!("split download stopped: {e}");
+        return Err(ClientError::Interrupted {
+            part: Some(part.part_path()),
+            kept,
+            total: plan.v.size,
         });
     }
     drop(bar);
