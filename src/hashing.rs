@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::io;
+use std::ops::ControlFlow;
 use std::os::unix::fs::FileExt;
 
 use crate::protocol::HASH_LEN;
@@ -41,6 +42,24 @@ pub fn update_from_file(hasher: &mut blake3::Hasher, file: &File, size: u64) -> 
 ///
 /// As [`hash_file`].
 pub fn for_each_chunk(file: &File, size: u64, mut each: impl FnMut(&[u8])) -> io::Result<()> {
+    try_for_each_chunk(file, size, |c| {
+        each(c);
+        ControlFlow::Continue(())
+    })
+    .map(|_| ())
+}
+
+/// [`for_each_chunk`] that `each` can stop early by answering `Break`
+/// (what it answered last is returned).
+///
+/// # Errors
+///
+/// As [`hash_file`].
+pub fn try_for_each_chunk(
+    file: &File,
+    size: u64,
+    mut each: impl FnMut(&[u8]) -> ControlFlow<()>,
+) -> io::Result<ControlFlow<()>> {
     let mut buf = vec![
         0u8;
         HASH_CHUNK
@@ -59,8 +78,10 @@ pub fn for_each_chunk(file: &File, size: u64, mut each: impl FnMut(&[u8])) -> io
                 "file shrank while being hashed",
             ));
         }
-        each(&buf[..n]);
+        if each(&buf[..n]).is_break() {
+            return Ok(ControlFlow::Break(()));
+        }
         pos += n as u64;
     }
-    Ok(())
+    Ok(ControlFlow::Continue(()))
 }

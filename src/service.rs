@@ -22,6 +22,7 @@ use crate::storage::{
     Entry, FileInfo, HashCache, PathError, SafeRoot, UploadError, UploadSpec, WriteRules,
 };
 
+mod prehash;
 mod upload;
 
 /// Most file-system calls of reads and listings running at once on the
@@ -29,6 +30,7 @@ mod upload;
 /// write in flight each).
 pub const MAX_BLOCKING_FS: usize = 64;
 
+pub use prehash::Prehash;
 pub use upload::{UploadTask, UPLOAD_CHUNK};
 
 /// A regular file opened for serving, and what its stat found when opened.
@@ -49,6 +51,8 @@ pub struct FileService {
     writes: Option<WriteRules>,
     /// Bounds the blocking calls of [`FileService::open`] and the like.
     fs_slots: Arc<tokio::sync::Semaphore>,
+    /// Hashing ahead of demand, once started.
+    prehash: std::sync::OnceLock<prehash::Prehasher>,
 }
 
 impl FileService {
@@ -59,6 +63,25 @@ impl FileService {
             hashes,
             writes: None,
             fs_slots: Arc::new(tokio::sync::Semaphore::new(MAX_BLOCKING_FS)),
+            prehash: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Starts hashing ahead of demand (see [`Prehash`]); a second call, or
+    /// one on a service sharing no files, does nothing.
+    pub fn start_prehashing(self: &Arc<Self>, mode: Prehash) {
+        if self.root.is_none() || self.prehash.get().is_some() {
+            return;
+        }
+        if let Some(p) = prehash::Prehasher::start(Arc::downgrade(self), mode) {
+            let _ = self.prehash.set(p);
+        }
+    }
+
+    /// Tells the hashing-ahead thread that `path` was listed.
+    fn listed(&self, path: &[u8]) {
+        if let Some(p) = self.prehash.get() {
+            p.listed(path);
         }
     }
 
@@ -154,8 +177,14 @@ impl FileService {
     ///
     /// As [`FileService::open`], and `NotADirectory`, `TooManyEntries`.
     pub async fn list(&self, path: &[u8]) -> Result<Vec<Entry>, PathError> {
-        let path = path.to_vec();
-        self.blocking(move |root| root.entries(&path)).await
+        let list = {
+            let path = path.to_vec();
+            self.blocking(move |root| root.entries(&path)).await
+        };
+        if list.is_ok() {
+            self.listed(path);
+        }
+        list
     }
 
     /// Lists `path` and hands its entries to `f`, both on the blocking
@@ -170,10 +199,16 @@ impl FileService {
         path: &[u8],
         f: impl FnOnce(Vec<Entry>, &FileService) -> T + Send + 'static,
     ) -> Result<T, PathError> {
-        let path = path.to_vec();
         let me = self.clone();
-        self.blocking(move |root| root.entries(&path).map(|e| f(e, &me)))
-            .await
+        let list = {
+            let path = path.to_vec();
+            self.blocking(move |root| root.entries(&path).map(|e| f(e, &me)))
+                .await
+        };
+        if list.is_ok() {
+            self.listed(path);
+        }
+        list
     }
 
     /// [`FileService::open`] for code already on a blocking thread (the

@@ -101,6 +101,12 @@ struct ServeArgs {
     /// Seconds transfers in flight may continue after Ctrl-C / SIGTERM.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     grace: u64,
+    /// Hash files ahead of demand (at idle priority, so downloads find
+    /// their BLAKE3 ready): `all` walks the tree at startup and the files
+    /// of each listed directory, `listed` only the latter, `off` hashes
+    /// only when a download needs it.
+    #[arg(long, value_enum, value_name = "WHAT", default_value_t = PrehashArg::All)]
+    prehash: PrehashArg,
     /// Encrypt: TLS on the same port (HTTPS for browsers and curl, HTTP/2
     /// included; `ferry get --tls`). Without --tls-cert, a self-signed
     /// certificate is made on first start and kept in
@@ -233,6 +239,16 @@ impl TlsArgs {
         )?);
         Ok(())
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PrehashArg {
+    /// The whole tree at startup, then each listed directory.
+    All,
+    /// Each directory's files when it is listed.
+    Listed,
+    /// Nothing ahead: hashes are computed when a download needs them.
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

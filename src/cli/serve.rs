@@ -9,8 +9,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use tokio_util::sync::CancellationToken;
 
-use super::{ServeArgs, TutorialArg};
+use super::{PrehashArg, ServeArgs, TutorialArg};
 use crate::server::{self, Config, TutorialMode};
+use crate::service::Prehash;
 use crate::storage::RootOptions;
 use crate::tls::server::ServerTls;
 
@@ -96,6 +97,11 @@ pub(super) async fn serve(a: ServeArgs) -> Result<ExitCode> {
     config.max_connections = a.max_connections as usize;
     config.idle_timeout = Duration::from_secs(a.idle_timeout.max(1));
     config.grace = Duration::from_secs(a.grace);
+    config.prehash = match a.prehash {
+        PrehashArg::All => Prehash::All,
+        PrehashArg::Listed => Prehash::Listed,
+        PrehashArg::Off => Prehash::Off,
+    };
     config.ack = a.ack;
     if token.is_some() && tls.is_none() && !bind.is_some_and(|ip| ip.is_loopback()) {
         tracing::warn!(

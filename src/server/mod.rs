@@ -85,6 +85,8 @@ pub struct Config {
     /// Uploads accepted, under these rules; `None` (the default): the
     /// server is read-only.
     pub uploads: Option<crate::storage::WriteRules>,
+    /// What is hashed ahead of demand (default: the whole tree).
+    pub prehash: crate::service::Prehash,
 }
 
 impl Config {
@@ -103,6 +105,7 @@ impl Config {
             allow_plaintext: false,
             auth: None,
             uploads: None,
+            prehash: crate::service::Prehash::default(),
         }
     }
 
@@ -240,10 +243,11 @@ pub async fn run(
     // A writer whose peer has taken nothing for half the idle timeout is
     // as useless as an idle connection, and may be evicted like one.
     let stalled_for = config.idle_timeout / 2;
+    let service =
+        Arc::new(FileService::new(root, HashCache::new(65_536)).with_uploads(config.uploads));
+    service.start_prehashing(config.prehash);
     let shared = Arc::new(Shared {
-        service: Arc::new(
-            FileService::new(root, HashCache::new(65_536)).with_uploads(config.uploads),
-        ),
+        service,
         printer: if config.print_messages {
             Some(printer::Printer::start().map_err(ServerError::Stdout)?)
         } else {

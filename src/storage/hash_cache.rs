@@ -108,6 +108,29 @@ impl HashCache {
             .and_then(|s| s.get().copied())
     }
 
+    /// Whether this file version's hash is known or being computed.
+    pub fn has(&self, info: &FileInfo) -> bool {
+        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.contains_key(&HashKey::from(info))
+    }
+
+    /// Whether this version changed too recently for its hash to be kept.
+    pub fn too_recent(&self, info: &FileInfo) -> bool {
+        recently_changed(info, self.racy_window_ns)
+    }
+
+    /// Keeps `hash`, computed elsewhere from `file` as it was at `info`, if
+    /// the file is still that version and old enough to be kept, and no
+    /// request has computed it meanwhile. Returns whether it was kept.
+    pub fn offer(&self, file: &File, info: &FileInfo, hash: [u8; HASH_LEN]) -> bool {
+        let key = HashKey::from(info);
+        let same = FileInfo::of_file(file).is_ok_and(|now| HashKey::from(&now) == key);
+        if !same || self.too_recent(info) || self.has(info) {
+            return false;
+        }
+        self.slot(key).set(hash).is_ok()
+    }
+
     /// The hash of `file`, whose metadata is `info`, computing it if needed.
     ///
     /// # Errors
@@ -195,6 +218,27 @@ mod tests {
             *blake3::hash(b"new").as_bytes()
         );
         assert_eq!(cache.cached(&info), None);
+    }
+
+    #[test]
+    fn an_offered_hash_is_kept_only_for_the_version_it_was_made_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"one").unwrap();
+        let f = File::open(&p).unwrap();
+        let info = FileInfo::of_file(&f).unwrap();
+        let h = *blake3::hash(b"one").as_bytes();
+        // Changed just now: not kept, as for a request.
+        assert!(!HashCache::new(4).offer(&f, &info, h));
+        let cache = HashCache::new(4).without_racy_window();
+        assert!(cache.offer(&f, &info, h));
+        assert_eq!(cache.cached(&info), Some(h));
+        assert!(!cache.offer(&f, &info, h), "offered twice");
+        // Rewritten after the hash was made: the old version's offer fails.
+        let cache = HashCache::new(4).without_racy_window();
+        std::fs::write(&p, b"two").unwrap();
+        assert!(!cache.offer(&f, &info, h));
+        assert!(!cache.has(&info));
     }
 
     #[tokio::test]

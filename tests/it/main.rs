@@ -16,6 +16,7 @@ mod hostile;
 mod http;
 mod memory;
 mod native;
+mod prehash;
 mod tls;
 mod tree;
 mod tutorial;
