@@ -30,6 +30,9 @@ mod upload;
 /// write in flight each).
 pub const MAX_BLOCKING_FS: usize = 64;
 
+/// How long a health check waits for the storage to answer.
+pub const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub use prehash::Prehash;
 pub use upload::{UploadTask, UPLOAD_CHUNK};
 
@@ -229,6 +232,30 @@ impl FileService {
     /// As [`FileService::list`].
     pub fn list_blocking(&self, path: &[u8]) -> Result<Vec<Entry>, PathError> {
         self.root()?.entries(path)
+    }
+
+    /// Whether the storage can be reached (for a load balancer's health
+    /// check): the served directory still there and readable, within
+    /// [`HEALTH_TIMEOUT`] (a hung mount counts as unreachable). A message
+    /// server, sharing no files, is always healthy.
+    ///
+    /// # Errors
+    ///
+    /// What failed, in words.
+    pub async fn health(&self) -> Result<(), String> {
+        let Some(root) = self.root.clone() else {
+            return Ok(());
+        };
+        let check = tokio::task::spawn_blocking(move || root.check());
+        match tokio::time::timeout(HEALTH_TIMEOUT, check).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(format!("storage unreachable: {e}")),
+            Ok(Err(e)) => Err(format!("storage check failed: {e}")),
+            Err(_) => Err(format!(
+                "storage did not answer within {} s",
+                HEALTH_TIMEOUT.as_secs()
+            )),
+        }
     }
 
     /// The BLAKE3 hash of an opened file, computed (rationed) if not known.

@@ -183,15 +183,37 @@ impl Plan<'_> {
         rel: &Path,
         path: &str,
     ) -> Result<Outcome, ClientError> {
-        let client = match session {
-            Some(c) => c,
-            None => session.insert(Client::connect(&self.addr).await?),
-        };
-        let res = fetch_file(client, out, rel, path, &self.opts).await;
-        if res.as_ref().is_err_and(ClientError::breaks_connection) {
-            *session = None;
+        let mut tries = 0;
+        loop {
+            let res = match session {
+                Some(c) => fetch_file(c, out, rel, path, &self.opts).await,
+                None => match Client::connect(&self.addr).await {
+                    Ok(c) => fetch_file(session.insert(c), out, rel, path, &self.opts).await,
+                    Err(e) => Err(e),
+                },
+            };
+            if res.as_ref().is_err_and(ClientError::breaks_connection) {
+                *session = None;
+            }
+            match res {
+                Err(e) if tries < self.a.retry && is_transient(&e) => {
+                    tries += 1;
+                    let wait = Duration::from_millis(250 << (tries - 1).min(5));
+                    if !self.a.quiet {
+                        note(format!(
+                            "{e}; reconnecting in {} (try {tries} of {})",
+                            humantime::format_duration(wait),
+                            self.a.retry
+                        ));
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = self.opts.cancel.cancelled() => return Err(e),
+                    }
+                }
+                other => return other,
+            }
         }
-        res
     }
 
     fn summary(&self, outcome: &Outcome) -> String {
@@ -355,6 +377,16 @@ impl Plan<'_> {
             line.push_str(&format!(", {} failed", r.failures.len()));
         }
         note(line);
+    }
+}
+
+/// Whether `e` may go away by connecting again: the connection was lost,
+/// refused, or the server busy (not a refusal of the request, not Ctrl-C).
+fn is_transient(e: &ClientError) -> bool {
+    match e {
+        ClientError::Connection(_) | ClientError::Refused(_) | ClientError::Connect { .. } => true,
+        ClientError::Remote { .. } => e.remote_code() == Some(ErrorCode::Busy),
+        _ => false,
     }
 }
 

@@ -288,6 +288,13 @@ struct GetArgs {
     #[arg(short, long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=64))]
     jobs: u32,
+    /// When the connection is lost or refused mid-download (a server
+    /// restarting, a node behind a load balancer dying), reconnect up to N
+    /// times, waiting 0.25 s, 0.5 s, 1 s... (at most 8 s) between tries,
+    /// and resume where the bytes stopped (single-stream downloads).
+    #[arg(long, value_name = "N", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=100))]
+    retry: u32,
     /// Replace existing files that differ from the server's (without it,
     /// they are left alone and reported).
     #[arg(short, long)]

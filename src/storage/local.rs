@@ -308,6 +308,24 @@ impl SafeRoot {
         &self.path
     }
 
+    /// Whether the served directory can still be reached: not deleted, and
+    /// readable (a lost mount or a revoked permission fails here).
+    ///
+    /// # Errors
+    ///
+    /// What failed.
+    pub fn check(&self) -> io::Result<()> {
+        let meta = rustix::fs::fstat(self.dir_fd())?;
+        if meta.st_nlink == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "the served directory was deleted",
+            ));
+        }
+        self.dir.entries()?.next().transpose()?;
+        Ok(())
+    }
+
     /// The root's directory handle (for the write side, `upload`).
     pub(super) fn dir_fd(&self) -> BorrowedFd<'_> {
         self.dir.as_fd()

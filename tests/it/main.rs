@@ -8,6 +8,7 @@ mod blocking;
 mod browser;
 mod cdp;
 mod cli;
+mod cluster;
 
 mod faults;
 mod first_hour;

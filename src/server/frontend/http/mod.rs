@@ -157,7 +157,13 @@ fn answer(
     let log = || AccessLog::new(req.method().as_str(), req.uri().path(), in_flight);
     let mut delay = None;
     let mut pending = None;
-    let response = if ctx.plaintext_refused() {
+    let response = if req.uri().path() == HEALTH_PATH {
+        // Before TLS and tokens: a load balancer's check needs neither,
+        // and the answer says nothing but up or down.
+        let draining = ctx.shutdown().is_cancelled();
+        pending = Some(Box::pin(health(ctx.service_owned(), draining, log())) as Pending);
+        None
+    } else if ctx.plaintext_refused() {
         Some(to_https(&req, log()))
     } else {
         match ctx.authorize(presented_token(&req).as_deref()) {
@@ -205,6 +211,29 @@ fn answer(
             (None, None) => unreachable!("either an answer or one pending"),
         }
     }
+}
+
+/// The path of the health check (`GET`, `HEAD`, `OPTIONS`; HAProxy's
+/// `option httpchk` sends a bare HTTP/1.0 request, no `Host`).
+pub(crate) const HEALTH_PATH: &str = "/_ferry/health";
+
+/// `200 ok` while the storage answers, `503` when it does not or while the
+/// server shuts down (so a balancer stops sending new clients).
+async fn health(service: Arc<FileService>, draining: bool, log: AccessLog) -> Response<Body> {
+    let mut r = if draining {
+        text(StatusCode::SERVICE_UNAVAILABLE, "draining", log)
+    } else {
+        match service.health().await {
+            Ok(()) => text(StatusCode::OK, "ok", log),
+            Err(why) => {
+                tracing::warn!("health check: {why}");
+                text(StatusCode::SERVICE_UNAVAILABLE, "storage unreachable", log)
+            }
+        }
+    };
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
 }
 
 /// The token in `Authorization`: `Bearer TOKEN`, or Basic with any user

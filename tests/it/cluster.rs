@@ -1,0 +1,268 @@
+//! Issue 14, point 2: stateless nodes behind a real HAProxy (Debian's
+//! package) in TCP mode, one port for every protocol; its health checks
+//! (`GET /_ferry/health`, HTTP/1.0 without Host) take a node whose storage
+//! is gone out of rotation; a node killed mid-download costs the client a
+//! reconnect (`--retry`) and a resume on the other node, verified.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::support::*;
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// HAProxy in front of `nodes`, health-checking them every 200 ms.
+struct Haproxy {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Haproxy {
+    fn start(bin: &Path, nodes: &[SocketAddr]) -> Haproxy {
+        // HAProxy cannot report a port it chose: take a free one.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let servers: String = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("    server n{i} {a} check\n"))
+            .collect();
+        let cfg = format!(
+            "global\n    stats socket {sock} mode 600 level admin\n\
+             defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 60s\n    \
+             timeout server 60s\n    retries 3\n    option redispatch\n\
+             frontend ferry\n    bind 127.0.0.1:{port}\n    default_backend nodes\n\
+             backend nodes\n    balance roundrobin\n    option httpchk GET /_ferry/health\n    \
+             http-check expect status 200\n    default-server inter 200ms fall 2 rise 2\n{servers}",
+            sock = dir.path().join("stats.sock").display()
+        );
+        let cfg_path = dir.path().join("haproxy.cfg");
+        fs::write(&cfg_path, cfg).unwrap();
+        let child = Command::new(bin)
+            .arg("-db")
+            .arg("-f")
+            .arg(&cfg_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start haproxy");
+        let hp = Haproxy { child, port, dir };
+        let up = wait_until(PATIENCE, Duration::from_millis(100), || {
+            hp.statuses().iter().filter(|s| s.as_str() == "UP").count() == nodes.len()
+        });
+        assert!(up, "HAProxy never saw every node up: {:?}", hp.statuses());
+        hp
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `show stat` on the stats socket: the rows of backend `nodes`.
+    fn stat_rows(&self) -> Vec<Vec<String>> {
+        let Ok(mut s) = UnixStream::connect(self.dir.path().join("stats.sock")) else {
+            return Vec::new();
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        if s.write_all(b"show stat\n").is_err() {
+            return Vec::new();
+        }
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out.lines()
+            .filter(|l| l.starts_with("nodes,n"))
+            .map(|l| l.split(',').map(str::to_string).collect())
+            .collect()
+    }
+
+    /// Each node's status as HAProxy sees it (`UP`, `DOWN`...), in order.
+    fn statuses(&self) -> Vec<String> {
+        // `show stat` columns: pxname, svname, ..., status is the 18th.
+        self.stat_rows()
+            .into_iter()
+            .map(|r| r.get(17).cloned().unwrap_or_default())
+            .collect()
+    }
+
+    /// Each node's current sessions (what it is serving now).
+    fn sessions(&self) -> Vec<u64> {
+        self.stat_rows()
+            .into_iter()
+            .map(|r| r.get(4).and_then(|v| v.parse().ok()).unwrap_or(0))
+            .collect()
+    }
+}
+
+/// `n` nodes, each serving its own copy of the same files (as nodes over
+/// one store would), logging what they serve.
+fn nodes(tmp: &Path, n: usize, files: &[(&str, &[u8])], extra: &[&str]) -> Vec<(Server, PathBuf)> {
+    (0..n)
+        .map(|i| {
+            let root = tmp.join(format!("node{i}"));
+            for (name, data) in files {
+                write_file(&root, name, data);
+            }
+            (
+                Server::start_logging(&root, extra, Some("ferry=info")),
+                root,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn behind_haproxy_every_protocol_gets_the_same_bytes_and_a_sick_node_leaves() {
+    let Some(haproxy) = tool("haproxy") else {
+        return;
+    };
+    let Some(curl) = tool("curl") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = random_bytes(3 << 20, 140);
+    let nodes = nodes(tmp.path(), 2, &[("a.bin", &data)], &[]);
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|(s, _)| s.addr).collect();
+    let hp = Haproxy::start(&haproxy, &addrs);
+    let out = tmp.path().join("out");
+    fs::create_dir_all(&out).unwrap();
+    // Round robin: four of each reach both nodes.
+    for i in 0..4 {
+        let native = format!("native{i}.bin");
+        ferry(&out, &["get", &hp.host(), "a.bin", "-o", &native, "-q"]).ok();
+        assert_eq!(fs::read(out.join(&native)).unwrap(), data, "native {i}");
+        let http = out.join(format!("http{i}.bin"));
+        let st = Command::new(&curl)
+            .args(["-sSf", "--max-time", "30", "-o"])
+            .arg(&http)
+            .arg(format!("http://{}/a.bin", hp.host()))
+            .status()
+            .unwrap();
+        assert!(st.success(), "curl {i}");
+        assert_eq!(fs::read(&http).unwrap(), data, "http {i}");
+        let tut = format!("tutorial{i}.bin");
+        ferry(
+            &out,
+            &["get", "--tutorial", &hp.host(), "a.bin", "-o", &tut, "-q"],
+        )
+        .ok();
+        assert_eq!(fs::read(out.join(&tut)).unwrap(), data, "tutorial {i}");
+    }
+    for (i, (srv, _)) in nodes.iter().enumerate() {
+        assert!(
+            srv.stderr().contains("path=a.bin"),
+            "node {i} served nothing:\n{}",
+            srv.stderr()
+        );
+    }
+    // Node 1 loses its storage: its health check answers 503 and HAProxy
+    // takes it out; every later download is node 0's.
+    fs::remove_dir_all(&nodes[1].1).unwrap();
+    let out_of_rotation = wait_until(PATIENCE, Duration::from_millis(100), || {
+        hp.statuses() == ["UP", "DOWN"]
+    });
+    assert!(out_of_rotation, "statuses {:?}", hp.statuses());
+    for i in 0..4 {
+        let name = format!("after{i}.bin");
+        ferry(&out, &["get", &hp.host(), "a.bin", "-o", &name, "-q"]).ok();
+        assert_eq!(fs::read(out.join(&name)).unwrap(), data, "after {i}");
+    }
+    assert!(
+        nodes[1].0.stderr().contains("storage unreachable"),
+        "{}",
+        nodes[1].0.stderr()
+    );
+}
+
+#[test]
+fn a_node_killed_mid_download_is_resumed_on_the_other_through_haproxy() {
+    let Some(haproxy) = tool("haproxy") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut nodes: Vec<(Server, PathBuf)> = (0..2)
+        .map(|i| {
+            let root = tmp.path().join(format!("node{i}"));
+            fs::create_dir_all(&root).unwrap();
+            huge_sparse(&root, "big.bin");
+            // Replicas as `rsync -t` or one shared store leave them: same
+            // size and mtime, the native resume validator.
+            let f = fs::File::options()
+                .write(true)
+                .open(root.join("big.bin"))
+                .unwrap();
+            f.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+                .unwrap();
+            (Server::start_logging(&root, &[], Some("ferry=info")), root)
+        })
+        .collect();
+    let size = file_len(&nodes[0].1.join("big.bin"));
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|(s, _)| s.addr).collect();
+    let hp = Haproxy::start(&haproxy, &addrs);
+    let out = tmp.path().join("out");
+    fs::create_dir_all(&out).unwrap();
+    let part = out.join("big.bin.part");
+    let child = ferry_spawn(
+        &out,
+        &[
+            "get",
+            "--retry",
+            "5",
+            &hp.host(),
+            "big.bin",
+            "-o",
+            "big.bin",
+        ],
+    );
+    // Mid-file, kill whichever node is serving it.
+    let mid = wait_until(PATIENCE, Duration::from_millis(5), || {
+        part.exists() && file_len(&part) >= 16 << 20
+    });
+    let serving = hp.sessions().iter().position(|&n| n > 0);
+    let (mid, serving) = (mid, serving.expect("no node serving the download"));
+    let killed_at = file_len(&part);
+    nodes[serving].0.kill();
+    let run = finish(child, None, "ferry get --retry 5 through haproxy".into());
+    assert!(mid, "the download never reached 16 MiB\n{run}");
+    assert!(run.status.success(), "{run}");
+    assert!(
+        run.stderr.contains("reconnecting in"),
+        "no reconnect:\n{run}"
+    );
+    assert!(run.stderr.contains("resumed at"), "no resume:\n{run}");
+    assert!(run.stderr.contains("verified"), "{run}");
+    let got = out.join("big.bin");
+    assert_eq!(file_len(&got), size);
+    let mut f = fs::File::open(&got).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        assert!(buf[..n].iter().all(|&b| b == 0), "wrong bytes");
+    }
+    let other = 1 - serving;
+    assert!(
+        nodes[other].0.stderr().contains("path=big.bin"),
+        "the other node did not finish it:\n{}",
+        nodes[other].0.stderr()
+    );
+    println!(
+        "FIGURE node killed with {killed_at} of {size} bytes received; resumed on node {other}"
+    );
+}
