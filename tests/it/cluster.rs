@@ -266,3 +266,31 @@ fn a_node_killed_mid_download_is_resumed_on_the_other_through_haproxy() {
         "FIGURE node killed with {killed_at} of {size} bytes received; resumed on node {other}"
     );
 }
+
+/// The health path needs no token and reveals nothing else; everything
+/// else still does.
+#[test]
+fn the_health_check_needs_no_token_and_says_only_ok() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_file(tmp.path(), "a.txt", b"secret\n");
+    let srv = Server::start(tmp.path(), &["--token", "hunter2hunter2"]);
+    let ask = |req: &str| {
+        let mut s = std::net::TcpStream::connect(srv.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(req.as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    // What HAProxy's `option httpchk` sends: HTTP/1.0, no Host.
+    let ok = ask("GET /_ferry/health HTTP/1.0\r\n\r\n");
+    assert!(ok.starts_with("HTTP/1.0 200"), "{ok}");
+    assert!(ok.ends_with("\r\n\r\nok\n"), "{ok}");
+    let opt = ask("OPTIONS /_ferry/health HTTP/1.0\r\n\r\n");
+    assert!(opt.starts_with("HTTP/1.0 200"), "{opt}");
+    let file = ask("GET /a.txt HTTP/1.0\r\n\r\n");
+    assert!(file.starts_with("HTTP/1.0 401"), "{file}");
+    assert!(!file.contains("secret"), "{file}");
+    let other = ask("GET /_ferry/other HTTP/1.0\r\n\r\n");
+    assert!(other.starts_with("HTTP/1.0 401"), "{other}");
+}
