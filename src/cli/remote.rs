@@ -23,6 +23,7 @@ pub(super) async fn ls(a: LsArgs) -> Result<ExitCode> {
             token: a.tls.token.clone(),
             expected: None,
             jobs: 1,
+            pool: Default::default(),
         };
         let entries = crate::client::http::http_list(&a.host, &opts).await?;
         let mut out = io::stdout().lock();

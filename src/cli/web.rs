@@ -45,6 +45,7 @@ pub(super) async fn get(a: GetArgs) -> Result<ExitCode> {
         token: a.tls.token.clone(),
         expected,
         jobs: a.jobs as usize,
+        pool: Default::default(),
     };
     if a.recursive {
         return trees(&a, &urls, &get, &opts, &cancel).await;

@@ -302,7 +302,7 @@ fn http_get_from_ferry_checks_its_blake3_and_a_server_ignoring_range_restarts() 
     // The server keeps no hash of a file changed in the last 2 s (its
     // ctime; see docs/RELIABILITY.md): let it age.
     std::thread::sleep(Duration::from_millis(2100));
-    let srv = Server::start(&root, &[]);
+    let srv = Server::start_logging(&root, &[], Some("ferry=debug"));
     // A native get makes the server hash the file; HTTP then carries it.
     ferry(
         tmp.path(),
@@ -343,6 +343,11 @@ fn http_get_from_ferry_checks_its_blake3_and_a_server_ignoring_range_restarts() 
         "{r}"
     );
     assert!(fs::read(tmp.path().join("tree/t/sub/b.bin")).unwrap() == data[..100_000]);
+    // Over one kept-alive connection: two listings and two files.
+    let most = wait_until(Duration::from_secs(30), Duration::from_millis(50), || {
+        most_requests_on_one_connection(&srv.stderr()) >= 4
+    });
+    assert!(most, "-r opened a connection per request:\n{}", srv.stderr());
     let again = ferry(
         tmp.path(),
         &[
@@ -492,4 +497,14 @@ fn http_split_download_resumes_its_ranges_and_restarts_when_the_file_changed() {
         "two versions spliced"
     );
     eprintln!("FIGURE http -j 4 from nginx: killed with {kept} bytes of ranges kept, resumed and verified; a changed file started over");
+}
+
+/// The most requests the server's log says one HTTP connection carried
+/// (its `disconnected: http: N request(s)` lines).
+fn most_requests_on_one_connection(log: &str) -> usize {
+    log.lines()
+        .filter_map(|l| l.split("disconnected: http: ").nth(1))
+        .filter_map(|rest| rest.split(' ').next()?.parse().ok())
+        .max()
+        .unwrap_or(0)
 }

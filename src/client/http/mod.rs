@@ -68,6 +68,32 @@ pub struct HttpOptions {
     /// Connections for one file (`-j`): ranges in parallel when the server
     /// serves them.
     pub jobs: usize,
+    /// A kept-alive connection handed from one download to the next (`-r`
+    /// fetches a tree's files, and lists its directories, over it).
+    pub pool: ConnPool,
+}
+
+/// One kept-alive connection, shared by the downloads of one command: each
+/// takes it, and gives it back when its answer was read to the end.
+#[derive(Default, Clone)]
+pub struct ConnPool(std::sync::Arc<std::sync::Mutex<Option<Conn>>>);
+
+impl std::fmt::Debug for ConnPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConnPool")
+    }
+}
+
+impl ConnPool {
+    fn take(&self) -> Option<Conn> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    fn put(&self, conn: Option<Conn>) {
+        if conn.as_ref().is_some_and(|c| !c.sender.is_closed()) {
+            *self.0.lock().unwrap_or_else(|e| e.into_inner()) = conn;
+        }
+    }
 }
 
 /// What a finished HTTP download did.
@@ -283,6 +309,10 @@ struct Answer {
     body: Incoming,
 }
 
+/// How long a kept-alive connection may take to be ready for the next
+/// request before a new one is opened instead.
+const REUSE_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Sends `GET` (with `range`: `Range` from byte N and `If-Range`),
 /// following redirects over kept-alive connections.
 async fn fetch(
@@ -294,9 +324,24 @@ async fn fetch(
     let mut url = first.clone();
     for _ in 0..=MAX_REDIRECTS {
         let key = (url.https, url.host.clone(), url.port);
-        let reusable = conn
+        let mut reusable = false;
+        if let Some(c) = conn
             .as_mut()
-            .is_some_and(|c| c.key == key && c.sender.is_ready());
+            .filter(|c| c.key == key && !c.sender.is_closed())
+        {
+            // Just after a body's end the connection may take a moment to
+            // be idle again.
+            reusable = matches!(
+                tokio::time::timeout(REUSE_WAIT, c.sender.ready()).await,
+                Ok(Ok(()))
+            );
+            if reusable {
+                debug!(
+                    "HTTP: reusing the kept-alive connection to {}",
+                    url.authority
+                );
+            }
+        }
         if !reusable {
             *conn = Some(connect(&url, opts).await?);
         }
@@ -502,7 +547,7 @@ pub async fn http_list(
         }
         u.target.push_str("?format=json");
     }
-    let mut conn = None;
+    let mut conn = opts.pool.take();
     let answer = fetch(&mut conn, &u, None, opts).await?;
     if !answer.status.is_success() {
         return Err(failure(&answer));
@@ -513,6 +558,7 @@ pub async fn http_list(
         .map_err(|_| ClientError::Protocol(format!("{}: listing too slow", u.shown())))?
         .map_err(|e| ClientError::Protocol(format!("{}: {e}", u.shown())))?
         .to_bytes();
+    opts.pool.put(conn);
     #[derive(serde::Deserialize)]
     struct Listing {
         entries: Vec<Item>,

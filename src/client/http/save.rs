@@ -36,9 +36,25 @@ pub async fn http_get(
     opts: &HttpOptions,
 ) -> Result<HttpSaved, ClientError> {
     let first = Url::parse(url)?;
-    let mut conn = None;
+    let mut conn = opts.pool.take();
+    let res = get_over(&mut conn, &first, dest, get, opts).await;
+    if res.is_ok() {
+        opts.pool.put(conn);
+    }
+    res
+}
+
+/// [`http_get`] over `conn` (reused when it leads to the URL's server).
+async fn get_over(
+    conn: &mut Option<Conn>,
+    first: &Url,
+    dest: &Destination,
+    get: &GetOptions,
+    opts: &HttpOptions,
+) -> Result<HttpSaved, ClientError> {
+    let first = first.clone();
     let (out, rel) = match dest {
-        Destination::Stdout => return to_stdout(&mut conn, &first, get, opts).await,
+        Destination::Stdout => return to_stdout(conn, &first, get, opts).await,
         Destination::Dir(d) => (OutputDir::open(d)?, None),
         Destination::File(f) => {
             let parent = f.parent().filter(|p| !p.as_os_str().is_empty());
@@ -82,7 +98,7 @@ pub async fn http_get(
         _ => None,
     };
     let answer = fetch(
-        &mut conn,
+        conn,
         &first,
         resume.as_ref().map(|(n, _, val)| Span {
             from: *n,
@@ -96,7 +112,7 @@ pub async fn http_get(
         (StatusCode::RANGE_NOT_SATISFIABLE, Some(_)) => {
             restarted = Some("the server's file is shorter than the kept part");
             drop(answer);
-            fetch(&mut conn, &first, None, opts).await?
+            fetch(conn, &first, None, opts).await?
         }
         _ => answer,
     };
