@@ -150,6 +150,19 @@ struct ServeArgs {
     /// or T suffix (powers of 1024), e.g. 500M.
     #[arg(long, value_name = "SIZE", requires = "upload", value_parser = parse_size)]
     max_upload_size: Option<u64>,
+    /// Behind a proxy (HAProxy `send-proxy-v2`, or v1 `send-proxy`): every
+    /// connection from a --trusted-proxy must start with a PROXY protocol
+    /// header, and the client it names is the address logged, printed
+    /// with messages and rate-limited; one without a valid header is
+    /// closed. Other peers are served directly and cannot claim an
+    /// address.
+    #[arg(long)]
+    proxy_protocol: bool,
+    /// With --proxy-protocol, a proxy address or network allowed (and
+    /// required) to send PROXY headers; repeatable [default: 127.0.0.1 and
+    /// ::1].
+    #[arg(long, value_name = "ADDR[/PREFIX]", requires = "proxy_protocol")]
+    trusted_proxy: Vec<server::proxy::TrustedNet>,
 }
 
 /// Parses `1234`, `64K`, `500M`, `2G`, `1T` (powers of 1024; a trailing

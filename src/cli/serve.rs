@@ -38,6 +38,10 @@ pub(super) async fn serve(a: ServeArgs) -> Result<ExitCode> {
         None => None,
     };
     let tls = server_tls(&a)?;
+    let proxy_protocol = a.proxy_protocol.then(|| match &a.trusted_proxy[..] {
+        [] => server::proxy::TrustedNet::loopback(),
+        given => given.to_vec(),
+    });
     let token = server_token(&a)?;
     let listener = server::bind(bind, a.port)?;
     let addr = listener.local_addr().context("listening socket")?;
@@ -56,6 +60,10 @@ pub(super) async fn serve(a: ServeArgs) -> Result<ExitCode> {
                 "plaintext refused"
             };
             writeln!(out, "  TLS {} ({}; {plain})", t.fingerprint(), t.source())?;
+        }
+        if let Some(trusted) = &proxy_protocol {
+            let list: Vec<String> = trusted.iter().map(ToString::to_string).collect();
+            writeln!(out, "  PROXY protocol required from {}", list.join(", "))?;
         }
         if dir.is_some() {
             let urls = urls(addr, scheme);
@@ -117,6 +125,7 @@ pub(super) async fn serve(a: ServeArgs) -> Result<ExitCode> {
         max_size: a.max_upload_size,
     });
     config.allow_plaintext = a.allow_plaintext;
+    config.proxy_protocol = proxy_protocol;
     config.tutorial = match a.tutorial {
         TutorialArg::File => TutorialMode::File,
         TutorialArg::Message => TutorialMode::Message,

@@ -16,6 +16,7 @@
 
 mod frontend;
 mod printer;
+pub mod proxy;
 pub(crate) mod registry;
 mod sniff;
 
@@ -87,6 +88,11 @@ pub struct Config {
     pub uploads: Option<crate::storage::WriteRules>,
     /// What is hashed ahead of demand (default: the whole tree).
     pub prehash: crate::service::Prehash,
+    /// HAProxy's PROXY protocol: `Some(trusted)` requires a PROXY header
+    /// from peers in these networks (and honours none from others), whose
+    /// client address then stands for the peer everywhere; `None` (the
+    /// default): off.
+    pub proxy_protocol: Option<Vec<proxy::TrustedNet>>,
 }
 
 impl Config {
@@ -106,6 +112,7 @@ impl Config {
             auth: None,
             uploads: None,
             prehash: crate::service::Prehash::default(),
+            proxy_protocol: None,
         }
     }
 
@@ -308,10 +315,7 @@ pub async fn run(
                         let _permit = permit;
                         serve_connection(stream, peer, &shared, &handle).await;
                     }
-                    None => {
-                        info!(%peer, "server busy: connection refused");
-                        reject_busy(stream).await;
-                    }
+                    None => reject_busy(stream, peer, &shared).await,
                 }
             });
             continue;
@@ -342,11 +346,24 @@ pub async fn run(
     Ok(())
 }
 
-/// Serves one accepted connection: TLS first if it starts with a TLS
-/// handshake, then the front-end of its protocol (by ALPN, or by its first
-/// bytes).
-async fn serve_connection(tcp: TcpStream, peer: SocketAddr, shared: &Shared, handle: &ConnHandle) {
-    let span = info_span!("conn", %peer);
+/// Serves one accepted connection: its PROXY header first if it comes
+/// from a trusted proxy, TLS next if it starts with a TLS handshake, then
+/// the front-end of its protocol (by ALPN, or by its first bytes).
+async fn serve_connection(
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+    handle: &ConnHandle,
+) {
+    let (peer, span) = match proxied_peer(&mut tcp, peer, shared, handle).await {
+        Some(client) if client != peer => (client, info_span!("conn", peer = %client, via = %peer)),
+        Some(_) => (peer, info_span!("conn", %peer)),
+        None => {
+            // Not served: a trusted proxy must say whom it relays.
+            close_gracefully(crate::tls::Stream::Plain(tcp)).await;
+            return;
+        }
+    };
     let mut ctx = ConnCtx::new(peer, shared, handle);
     async move {
         debug!("connected");
@@ -400,6 +417,57 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, shared: &Shared, han
     }
     .instrument(span)
     .await;
+}
+
+/// The address that stands for the peer: the client a trusted proxy's
+/// PROXY header names (its own for `LOCAL` and unspecified ones), or the
+/// peer itself when the PROXY protocol is off or the peer is not trusted
+/// (whose header, if any, then goes to sniffing and is refused there).
+/// `None`: a trusted peer sent no valid header in time (logged here).
+async fn proxied_peer(
+    tcp: &mut TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+    handle: &ConnHandle,
+) -> Option<SocketAddr> {
+    let Some(trusted) = shared.config.proxy_protocol.as_deref() else {
+        return Some(peer);
+    };
+    if !proxy::is_trusted(trusted, peer.ip()) {
+        return Some(peer);
+    }
+    // Bounded like any wait for a request: a proxy that connects and says
+    // nothing holds a slot no longer than an idle client (and is evicted
+    // like one).
+    let read = proxy::read_header(tcp);
+    match handle
+        .wait(shared.config.idle_timeout, &shared.shutdown, read)
+        .await
+    {
+        Ok(Ok(header)) => match header.client() {
+            Some(client) => {
+                let client = SocketAddr::new(client.ip().to_canonical(), client.port());
+                debug!("PROXY header: client {client} via proxy {peer}");
+                Some(client)
+            }
+            None => {
+                debug!("PROXY header ({header:?}): the proxy's own connection, {peer}");
+                Some(peer)
+            }
+        },
+        Ok(Err(proxy::ReadError::Closed(0))) => {
+            debug!(%peer, "trusted proxy closed without sending a PROXY header");
+            None
+        }
+        Ok(Err(e)) => {
+            warn!(%peer, "closing a connection from a trusted proxy: {e}");
+            None
+        }
+        Err(stop) => {
+            warn!(%peer, "closing a connection from a trusted proxy: no PROXY header ({stop})");
+            None
+        }
+    }
 }
 
 /// Waits for the first byte (without taking it) and, if it opens a TLS
@@ -471,8 +539,29 @@ impl std::fmt::Display for Stop {
 
 /// Tells an over-the-limit client `server busy` in its own protocol (a
 /// native client an error frame, an HTTP client a 503; a tutorial client
-/// nothing, as an error text would end up in its file) and closes.
-async fn reject_busy(mut stream: TcpStream) {
+/// nothing, as an error text would end up in its file) and closes. Behind
+/// a trusted proxy, its PROXY header is read first (bounded by the same
+/// second), so the log names the client and the sniffing sees its bytes.
+async fn reject_busy(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
+    let mut peer = peer;
+    if let Some(trusted) = shared.config.proxy_protocol.as_deref() {
+        if proxy::is_trusted(trusted, peer.ip()) {
+            let read = proxy::read_header(&mut stream);
+            match tokio::time::timeout(Duration::from_secs(1), read).await {
+                Ok(Ok(header)) => {
+                    if let Some(client) = header.client() {
+                        peer = SocketAddr::new(client.ip().to_canonical(), client.port());
+                    }
+                }
+                _ => {
+                    debug!(%peer, "over the limit, and no PROXY header from a trusted proxy");
+                    close_gracefully(crate::tls::Stream::Plain(stream)).await;
+                    return;
+                }
+            }
+        }
+    }
+    info!(%peer, "server busy: connection refused");
     let mut head = [0u8; 64];
     let n = match tokio::time::timeout(Duration::from_secs(1), stream.read(&mut head)).await {
         Ok(Ok(n)) => n,

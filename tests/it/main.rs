@@ -18,6 +18,7 @@ mod http;
 mod memory;
 mod native;
 mod prehash;
+mod proxy;
 mod tls;
 mod tree;
 mod tutorial;
