@@ -347,7 +347,11 @@ fn http_get_from_ferry_checks_its_blake3_and_a_server_ignoring_range_restarts() 
     let most = wait_until(Duration::from_secs(30), Duration::from_millis(50), || {
         most_requests_on_one_connection(&srv.stderr()) >= 4
     });
-    assert!(most, "-r opened a connection per request:\n{}", srv.stderr());
+    assert!(
+        most,
+        "-r opened a connection per request:\n{}",
+        srv.stderr()
+    );
     let again = ferry(
         tmp.path(),
         &[
