@@ -115,6 +115,22 @@ pub struct HttpSaved {
     pub up_to_date: bool,
 }
 
+impl HttpSaved {
+    /// Nothing fetched: ferry's own copy of this version is already at
+    /// `path`.
+    fn already_here(path: PathBuf, size: u64) -> HttpSaved {
+        HttpSaved {
+            path: Some(path),
+            size,
+            resumed: 0,
+            resumed_ranges: false,
+            restarted: None,
+            verified: None,
+            up_to_date: true,
+        }
+    }
+}
+
 /// A parsed `http://` or `https://` URL.
 #[derive(Debug, Clone)]
 struct Url {

@@ -142,17 +142,7 @@ async fn get_over(
     if kept == 0 {
         if let Some(total) = info.total {
             match out.existing(&rel, total, info.mtime_ns.unwrap_or(i64::MIN), get.force)? {
-                Existing::UpToDate => {
-                    return Ok(HttpSaved {
-                        path: Some(out.shown(&rel)),
-                        size: total,
-                        resumed: 0,
-                        resumed_ranges: false,
-                        restarted: None,
-                        verified: None,
-                        up_to_date: true,
-                    })
-                }
+                Existing::UpToDate => return Ok(HttpSaved::already_here(out.shown(&rel), total)),
                 Existing::Absent | Existing::Replace => {}
             }
         } else if !get.force && out.existing(&rel, 0, i64::MIN, false).is_err() {

@@ -87,15 +87,7 @@ pub(super) async fn split(
             Probe::Split(p) => p,
             Probe::No => return Ok(Split::No),
             Probe::UpToDate(size) => {
-                return Ok(Split::Done(HttpSaved {
-                    path: Some(out.shown(rel)),
-                    size,
-                    resumed: 0,
-                    resumed_ranges: false,
-                    restarted: None,
-                    verified: None,
-                    up_to_date: true,
-                }))
+                return Ok(Split::Done(HttpSaved::already_here(out.shown(rel), size)))
             }
         },
     };
