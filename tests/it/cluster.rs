@@ -294,3 +294,72 @@ fn the_health_check_needs_no_token_and_says_only_ok() {
     let other = ask("GET /_ferry/other HTTP/1.0\r\n\r\n");
     assert!(other.starts_with("HTTP/1.0 401"), "{other}");
 }
+
+/// SIGTERM drains a node: the download it is serving finishes there (no
+/// reconnect), HAProxy takes the node out (it stops accepting, so its
+/// checks fail), new clients are served by the other, and the drained
+/// node exits 0 once its transfer is done.
+#[test]
+fn a_draining_node_finishes_its_transfer_while_haproxy_sends_others_elsewhere() {
+    let Some(haproxy) = tool("haproxy") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut nodes: Vec<(Server, PathBuf)> = (0..2)
+        .map(|i| {
+            let root = tmp.path().join(format!("node{i}"));
+            fs::create_dir_all(&root).unwrap();
+            let f = fs::File::create(root.join("big.bin")).unwrap();
+            f.set_len(1 << 30).unwrap();
+            write_file(&root, "small.txt", b"small\n");
+            let srv = Server::start_logging(&root, &["--grace", "120"], Some("ferry=info"));
+            (srv, root)
+        })
+        .collect();
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|(s, _)| s.addr).collect();
+    let hp = Haproxy::start(&haproxy, &addrs);
+    let out = tmp.path().join("out");
+    fs::create_dir_all(&out).unwrap();
+    let part = out.join("big.bin.part");
+    let child = ferry_spawn(&out, &["get", &hp.host(), "big.bin", "-o", "big.bin"]);
+    let mid = wait_until(PATIENCE, Duration::from_millis(5), || {
+        part.exists() && file_len(&part) >= 8 << 20
+    });
+    let serving = hp
+        .sessions()
+        .iter()
+        .position(|&n| n > 0)
+        .expect("no node serving the download");
+    signal(nodes[serving].0.pid(), "TERM");
+    let other = 1 - serving;
+    let down = wait_until(PATIENCE, Duration::from_millis(50), || {
+        hp.statuses()
+            .get(serving)
+            .is_some_and(|s| s.starts_with("DOWN"))
+    });
+    for i in 0..3 {
+        let name = format!("small{i}.txt");
+        ferry(&out, &["get", &hp.host(), "small.txt", "-o", &name, "-q"]).ok();
+        assert_eq!(fs::read(out.join(&name)).unwrap(), b"small\n");
+    }
+    let run = finish(child, None, "ferry get through haproxy".into());
+    assert!(mid, "the download never reached 8 MiB\n{run}");
+    assert!(down, "HAProxy kept the draining node: {:?}", hp.statuses());
+    assert!(run.status.success(), "{run}");
+    assert!(!run.stderr.contains("reconnect"), "{run}");
+    assert_eq!(file_len(&out.join("big.bin")), 1 << 30);
+    let exit = nodes[serving].0.terminate(Duration::from_secs(120));
+    assert!(exit.is_some_and(|s| s.success()), "drained node: {exit:?}");
+    let drained = nodes[serving].0.stderr();
+    assert!(drained.contains("path=big.bin"), "{drained}");
+    assert!(
+        !nodes[other].0.stderr().contains("path=big.bin"),
+        "the transfer moved:\n{}",
+        nodes[other].0.stderr()
+    );
+    assert!(
+        nodes[other].0.stderr().contains("path=small.txt"),
+        "{}",
+        nodes[other].0.stderr()
+    );
+}
