@@ -6,109 +6,14 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
-use std::os::unix::net::UnixStream;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::support::*;
 
 const PATIENCE: Duration = Duration::from_secs(60);
-
-/// HAProxy in front of `nodes`, health-checking them every 200 ms.
-struct Haproxy {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Haproxy {
-    fn start(bin: &Path, nodes: &[SocketAddr]) -> Haproxy {
-        // HAProxy cannot report a port it chose: take a free one.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = tempfile::tempdir().unwrap();
-        let servers: String = nodes
-            .iter()
-            .enumerate()
-            .map(|(i, a)| format!("    server n{i} {a} check\n"))
-            .collect();
-        let cfg = format!(
-            "global\n    stats socket {sock} mode 600 level admin\n\
-             defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 60s\n    \
-             timeout server 60s\n    retries 3\n    option redispatch\n\
-             frontend ferry\n    bind 127.0.0.1:{port}\n    default_backend nodes\n\
-             backend nodes\n    balance roundrobin\n    option httpchk GET /_ferry/health\n    \
-             http-check expect status 200\n    default-server inter 200ms fall 2 rise 2\n{servers}",
-            sock = dir.path().join("stats.sock").display()
-        );
-        let cfg_path = dir.path().join("haproxy.cfg");
-        fs::write(&cfg_path, cfg).unwrap();
-        let child = Command::new(bin)
-            .arg("-db")
-            .arg("-f")
-            .arg(&cfg_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start haproxy");
-        let hp = Haproxy { child, port, dir };
-        let up = wait_until(PATIENCE, Duration::from_millis(100), || {
-            hp.statuses().iter().filter(|s| s.as_str() == "UP").count() == nodes.len()
-        });
-        assert!(up, "HAProxy never saw every node up: {:?}", hp.statuses());
-        hp
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// `show stat` on the stats socket: the rows of backend `nodes`.
-    fn stat_rows(&self) -> Vec<Vec<String>> {
-        let Ok(mut s) = UnixStream::connect(self.dir.path().join("stats.sock")) else {
-            return Vec::new();
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-        if s.write_all(b"show stat\n").is_err() {
-            return Vec::new();
-        }
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        out.lines()
-            .filter(|l| l.starts_with("nodes,n"))
-            .map(|l| l.split(',').map(str::to_string).collect())
-            .collect()
-    }
-
-    /// Each node's status as HAProxy sees it (`UP`, `DOWN`...), in order.
-    fn statuses(&self) -> Vec<String> {
-        // `show stat` columns: pxname, svname, ..., status is the 18th.
-        self.stat_rows()
-            .into_iter()
-            .map(|r| r.get(17).cloned().unwrap_or_default())
-            .collect()
-    }
-
-    /// Each node's current sessions (what it is serving now).
-    fn sessions(&self) -> Vec<u64> {
-        self.stat_rows()
-            .into_iter()
-            .map(|r| r.get(4).and_then(|v| v.parse().ok()).unwrap_or(0))
-            .collect()
-    }
-}
 
 /// `n` nodes, each serving its own copy of the same files (as nodes over
 /// one store would), logging what they serve.
@@ -137,7 +42,7 @@ fn behind_haproxy_every_protocol_gets_the_same_bytes_and_a_sick_node_leaves() {
     let data = random_bytes(3 << 20, 140);
     let nodes = nodes(tmp.path(), 2, &[("a.bin", &data)], &[]);
     let addrs: Vec<SocketAddr> = nodes.iter().map(|(s, _)| s.addr).collect();
-    let hp = Haproxy::start(&haproxy, &addrs);
+    let hp = Haproxy::start(&haproxy, &addrs, "");
     let out = tmp.path().join("out");
     fs::create_dir_all(&out).unwrap();
     // Round robin: four of each reach both nodes.
@@ -212,7 +117,7 @@ fn a_node_killed_mid_download_is_resumed_on_the_other_through_haproxy() {
         .collect();
     let size = file_len(&nodes[0].1.join("big.bin"));
     let addrs: Vec<SocketAddr> = nodes.iter().map(|(s, _)| s.addr).collect();
-    let hp = Haproxy::start(&haproxy, &addrs);
+    let hp = Haproxy::start(&haproxy, &addrs, "");
     let out = tmp.path().join("out");
     fs::create_dir_all(&out).unwrap();
     let part = out.join("big.bin.part");
@@ -317,7 +222,7 @@ fn a_draining_node_finishes_its_transfer_while_haproxy_sends_others_elsewhere() 
         })
         .collect();
     let addrs: Vec<SocketAddr> = nodes.iter().map(|(s, _)| s.addr).collect();
-    let hp = Haproxy::start(&haproxy, &addrs);
+    let hp = Haproxy::start(&haproxy, &addrs, "");
     let out = tmp.path().join("out");
     fs::create_dir_all(&out).unwrap();
     let part = out.join("big.bin.part");

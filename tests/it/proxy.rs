@@ -6,9 +6,7 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::net::{Ipv4Addr, Shutdown, SocketAddrV4, TcpStream};
 use std::time::Duration;
 
 use crate::support::*;
@@ -221,71 +219,6 @@ fn local_keeps_the_proxys_own_address() {
     );
 }
 
-/// HAProxy in TCP mode with `send-proxy-v2`, in front of `backend`; killed
-/// (its whole process group) on drop.
-struct Haproxy {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Haproxy {
-    fn start(bin: &Path, backend: SocketAddr) -> Haproxy {
-        use std::os::unix::process::CommandExt;
-        // HAProxy cannot report a port it chose: take a free one.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = format!(
-            "defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 60s\n    \
-             timeout server 60s\n\
-             frontend fe\n    bind 127.0.0.1:{port}\n    default_backend ferry\n\
-             backend ferry\n    server f {backend} send-proxy-v2\n"
-        );
-        let cfg_path = dir.path().join("haproxy.cfg");
-        fs::write(&cfg_path, cfg).unwrap();
-        let child = Command::new(bin)
-            .arg("-f")
-            .arg(&cfg_path)
-            .arg("-db")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("start haproxy");
-        let hp = Haproxy {
-            child,
-            port,
-            _dir: dir,
-        };
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let up = wait_until(PATIENCE, Duration::from_millis(50), || {
-            TcpStream::connect(addr).is_ok()
-        });
-        assert!(up, "HAProxy never listened on {addr}");
-        hp
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        // Its process group: HAProxy may run workers of its own.
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.child.id())])
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn behind_haproxy_send_proxy_v2_downloads_are_identical_and_the_client_is_known() {
     let Some(haproxy) = tool("haproxy") else {
@@ -297,7 +230,7 @@ fn behind_haproxy_send_proxy_v2_downloads_are_identical_and_the_client_is_known(
     let data = random_bytes(3 << 20, 14);
     write_file(&root, "big.bin", &data);
     let srv = Server::start_logging(&root, &["--proxy-protocol"], Some("ferry=debug"));
-    let hp = Haproxy::start(&haproxy, srv.addr);
+    let hp = Haproxy::start(&haproxy, &[srv.addr], "send-proxy-v2 check-send-proxy");
 
     ferry(
         tmp.path(),

@@ -494,13 +494,12 @@ pub struct Relay {
 impl Relay {
     /// Listens on 127.0.0.1, port 0, for one client (accepted within 30 s).
     pub fn start(upstream: SocketAddr, opts: RelayOptions) -> Relay {
-        use std::net::TcpListener;
         use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
         const PATIENCE: Duration = Duration::from_secs(30);
         // No relay outlives this, whatever the peers do.
         const LIFETIME: Duration = Duration::from_secs(120);
 
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         listener.set_nonblocking(true).unwrap();
         let cut = Arc::new(AtomicBool::new(false));
@@ -1231,4 +1230,110 @@ pub fn recorded_progress(meta: &Path) -> Option<u64> {
             .filter_map(|r| r.split_once(':')?.1.parse::<u64>().ok())
             .sum(),
     )
+}
+
+/// A real HAProxy (Debian's package) in TCP mode on a free loopback port,
+/// in front of `nodes`, health-checking them (`GET /_ferry/health`) every
+/// 200 ms; killed with its process group on drop.
+pub struct Haproxy {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        // Its process group: HAProxy may run workers of its own.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Haproxy {
+    /// Starts it and waits until every node is up; `server_opts` go on
+    /// each `server` line (`send-proxy-v2 check-send-proxy`, say).
+    pub fn start(bin: &Path, nodes: &[SocketAddr], server_opts: &str) -> Haproxy {
+        use std::os::unix::process::CommandExt;
+        // HAProxy cannot report a port it chose: take a free one.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let servers: String = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("    server n{i} {a} check {server_opts}\n"))
+            .collect();
+        let cfg = format!(
+            "global\n    stats socket {sock} mode 600 level admin\n\
+             defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 60s\n    \
+             timeout server 60s\n    retries 3\n    option redispatch\n\
+             frontend ferry\n    bind 127.0.0.1:{port}\n    default_backend nodes\n\
+             backend nodes\n    balance roundrobin\n    option httpchk GET /_ferry/health\n    \
+             http-check expect status 200\n    default-server inter 200ms fall 2 rise 2\n{servers}",
+            sock = dir.path().join("stats.sock").display()
+        );
+        let cfg_path = dir.path().join("haproxy.cfg");
+        std::fs::write(&cfg_path, cfg).unwrap();
+        let child = Command::new(bin)
+            .arg("-db")
+            .arg("-f")
+            .arg(&cfg_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("start haproxy");
+        let hp = Haproxy { child, port, dir };
+        let up = wait_until(Duration::from_secs(60), Duration::from_millis(100), || {
+            hp.statuses().iter().filter(|s| s.as_str() == "UP").count() == nodes.len()
+        });
+        assert!(up, "HAProxy never saw every node up: {:?}", hp.statuses());
+        hp
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `show stat` on the stats socket: the rows of backend `nodes`.
+    pub fn stat_rows(&self) -> Vec<Vec<String>> {
+        let Ok(mut s) = std::os::unix::net::UnixStream::connect(self.dir.path().join("stats.sock"))
+        else {
+            return Vec::new();
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        if s.write_all(b"show stat\n").is_err() {
+            return Vec::new();
+        }
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out.lines()
+            .filter(|l| l.starts_with("nodes,n"))
+            .map(|l| l.split(',').map(str::to_string).collect())
+            .collect()
+    }
+
+    /// Each node's status as HAProxy sees it (`UP`, `DOWN`...), in order.
+    pub fn statuses(&self) -> Vec<String> {
+        // `show stat` columns: pxname, svname, ..., status is the 18th.
+        self.stat_rows()
+            .into_iter()
+            .map(|r| r.get(17).cloned().unwrap_or_default())
+            .collect()
+    }
+
+    /// Each node's current sessions (what it is serving now).
+    pub fn sessions(&self) -> Vec<u64> {
+        self.stat_rows()
+            .into_iter()
+            .map(|r| r.get(4).and_then(|v| v.parse().ok()).unwrap_or(0))
+            .collect()
+    }
 }
