@@ -32,6 +32,26 @@ fn nodes(tmp: &Path, n: usize, files: &[(&str, &[u8])], extra: &[&str]) -> Vec<(
         .collect()
 }
 
+/// Two nodes serving a sparse `big.bin` of `len` bytes and `small.txt`.
+/// Their copies have the same size and mtime (the native resume
+/// validator), as replicas made with `rsync -t` or one shared store have.
+fn sparse_nodes(tmp: &Path, len: u64, extra: &[&str]) -> Vec<(Server, PathBuf)> {
+    (0..2)
+        .map(|i| {
+            let root = tmp.join(format!("node{i}"));
+            write_file(&root, "small.txt", b"small\n");
+            let f = fs::File::create(root.join("big.bin")).unwrap();
+            f.set_len(len).unwrap();
+            f.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+                .unwrap();
+            (
+                Server::start_logging(&root, extra, Some("ferry=info")),
+                root,
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn behind_haproxy_every_protocol_gets_the_same_bytes_and_a_sick_node_leaves() {
     let Some(haproxy) = tool("haproxy") else {
@@ -99,22 +119,7 @@ fn a_node_killed_mid_download_is_resumed_on_the_other_through_haproxy() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let mut nodes: Vec<(Server, PathBuf)> = (0..2)
-        .map(|i| {
-            let root = tmp.path().join(format!("node{i}"));
-            fs::create_dir_all(&root).unwrap();
-            huge_sparse(&root, "big.bin");
-            // Replicas as `rsync -t` or one shared store leave them: same
-            // size and mtime, the native resume validator.
-            let f = fs::File::options()
-                .write(true)
-                .open(root.join("big.bin"))
-                .unwrap();
-            f.set_modified(std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000))
-                .unwrap();
-            (Server::start_logging(&root, &[], Some("ferry=info")), root)
-        })
-        .collect();
+    let mut nodes = sparse_nodes(tmp.path(), 256 << 20, &[]);
     let size = file_len(&nodes[0].1.join("big.bin"));
     let addrs: Vec<SocketAddr> = nodes.iter().map(|(s, _)| s.addr).collect();
     let hp = Haproxy::start(&haproxy, &addrs, "");
@@ -210,17 +215,7 @@ fn a_draining_node_finishes_its_transfer_while_haproxy_sends_others_elsewhere() 
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let mut nodes: Vec<(Server, PathBuf)> = (0..2)
-        .map(|i| {
-            let root = tmp.path().join(format!("node{i}"));
-            fs::create_dir_all(&root).unwrap();
-            let f = fs::File::create(root.join("big.bin")).unwrap();
-            f.set_len(1 << 30).unwrap();
-            write_file(&root, "small.txt", b"small\n");
-            let srv = Server::start_logging(&root, &["--grace", "120"], Some("ferry=info"));
-            (srv, root)
-        })
-        .collect();
+    let mut nodes = sparse_nodes(tmp.path(), 1 << 30, &["--grace", "120"]);
     let addrs: Vec<SocketAddr> = nodes.iter().map(|(s, _)| s.addr).collect();
     let hp = Haproxy::start(&haproxy, &addrs, "");
     let out = tmp.path().join("out");
