@@ -326,17 +326,20 @@ fn http_get_from_ferry_checks_its_blake3_and_a_server_ignoring_range_restarts() 
     // re-run skips what is there.
     write_file(&root, "t/a.txt", b"a\n");
     write_file(&root, "t/sub/b.bin", &data[..100_000]);
-    let r = ferry(
-        tmp.path(),
-        &[
-            "get",
-            "-r",
-            &format!("http://{}/t", srv.host()),
-            "-o",
-            "tree",
-        ],
-    )
-    .ok();
+    let get_tree = || {
+        ferry(
+            tmp.path(),
+            &[
+                "get",
+                "-r",
+                &format!("http://{}/t", srv.host()),
+                "-o",
+                "tree",
+            ],
+        )
+        .ok()
+    };
+    let r = get_tree();
     assert_eq!(
         fs::read(tmp.path().join("tree/t/a.txt")).unwrap(),
         b"a\n",
@@ -352,17 +355,7 @@ fn http_get_from_ferry_checks_its_blake3_and_a_server_ignoring_range_restarts() 
         "-r opened a connection per request:\n{}",
         srv.stderr()
     );
-    let again = ferry(
-        tmp.path(),
-        &[
-            "get",
-            "-r",
-            &format!("http://{}/t", srv.host()),
-            "-o",
-            "tree",
-        ],
-    )
-    .ok();
+    let again = get_tree();
     assert!(!again.stderr.contains("saved"), "{again}");
     // `ls` over HTTP reads the JSON listing: the same lines as natively.
     let native = ferry(tmp.path(), &["ls", &srv.host()]).ok().stdout;
