@@ -104,8 +104,7 @@ fn run(service: &Weak<FileService>, rx: &Receiver<Job>) {
             Job::Tree => (Vec::new(), TREE_FILES, MAX_DEPTH),
             Job::Dir(p) => (p, DIR_FILES, 0),
         };
-        let mut left = budget;
-        let hashed = walk(&svc, start, depth, &mut left);
+        let hashed = walk(&svc, start, depth, budget);
         if hashed > 0 {
             debug!(hashed, "hashed ahead of demand");
         }
@@ -113,16 +112,17 @@ fn run(service: &Weak<FileService>, rx: &Receiver<Job>) {
 }
 
 /// Hashes the files under `dir`, entering subdirectories up to `depth`
-/// more levels, until `left` runs out. Returns how many it hashed.
-fn walk(svc: &FileService, dir: Vec<u8>, depth: usize, left: &mut usize) -> usize {
-    let mut hashed = 0;
+/// more levels, looking at no more than `budget` files. Returns how many it
+/// hashed.
+fn walk(svc: &FileService, dir: Vec<u8>, depth: usize, budget: usize) -> usize {
+    let (mut hashed, mut left) = (0, budget);
     let mut stack = vec![(dir, depth)];
     while let Some((dir, depth)) = stack.pop() {
         let Ok(entries) = svc.list_blocking(&dir) else {
             continue;
         };
         for e in entries {
-            if *left == 0 {
+            if left == 0 {
                 return hashed;
             }
             let mut path = dir.clone();
@@ -132,8 +132,10 @@ fn walk(svc: &FileService, dir: Vec<u8>, depth: usize, left: &mut usize) -> usiz
             path.extend_from_slice(&e.entry.name);
             match e.entry.kind {
                 EntryKind::File if e.entry.size > 0 => {
-                    *left -= 1;
-                    if hash_one(svc, &path) {
+                    left -= 1;
+                    // Known already (a directory listed again): not even
+                    // opened.
+                    if !svc.hashes.has(&e.info) && hash_one(svc, &path) {
                         hashed += 1;
                     }
                 }
