@@ -435,6 +435,78 @@ impl<S: SendFile> Connection<S> {
         self.wbuf.clear();
         res
     }
+
+    /// Writes any queued frames, then exactly `len` bytes taken from
+    /// `body` (an object store's chunks): the same raw body as
+    /// [`Connection::send_file`], through user space.
+    ///
+    /// # Errors
+    ///
+    /// The socket's or the body's IO error, the limit's, or
+    /// `UnexpectedEof` if the body ends early.
+    pub async fn send_stream(
+        &mut self,
+        body: crate::storage::ByteStream,
+        len: u64,
+    ) -> io::Result<()> {
+        let prefix = std::mem::take(&mut self.wbuf);
+        let res = copy_stream_to(&mut self.stream, &prefix, body, len, &self.limit).await;
+        self.wbuf = prefix;
+        self.wbuf.clear();
+        res
+    }
+}
+
+/// Writes `prefix`, then exactly `len` bytes of `body`, each write bounded
+/// by `limit` (the body path for bytes that do not come from a local file).
+///
+/// # Errors
+///
+/// The stream's or the body's IO error, the limit's, `UnexpectedEof` if the
+/// body ends early, or an error if it has more than `len` bytes.
+pub async fn copy_stream_to<W: AsyncWrite + Unpin + Send>(
+    out: &mut W,
+    prefix: &[u8],
+    mut body: crate::storage::ByteStream,
+    len: u64,
+    limit: &WriteLimit,
+) -> io::Result<()> {
+    use futures_util::StreamExt;
+    if !prefix.is_empty() {
+        write_all_limited(out, prefix, limit).await?;
+    }
+    let mut left = len;
+    while left > 0 {
+        let chunk = match body.next().await {
+            Some(c) => c?,
+            None => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the body ended early",
+                ))
+            }
+        };
+        if chunk.len() as u64 > left {
+            return Err(io::Error::other("the body is longer than announced"));
+        }
+        left -= chunk.len() as u64;
+        write_all_limited(out, &chunk, limit).await?;
+    }
+    limit.run(out.flush()).await
+}
+
+async fn write_all_limited<W: AsyncWrite + Unpin + Send>(
+    out: &mut W,
+    mut buf: &[u8],
+    limit: &WriteLimit,
+) -> io::Result<()> {
+    while !buf.is_empty() {
+        match limit.run(out.write(buf)).await? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n => buf = &buf[n..],
+        }
+    }
+    Ok(())
 }
 
 /// A stream that can send a file's bytes, possibly without copying them

@@ -14,12 +14,12 @@
 
 use std::fs::File;
 use std::io;
-use std::path::Path;
 use std::sync::Arc;
 
 use crate::protocol::HASH_LEN;
 use crate::storage::{
-    Entry, FileInfo, HashCache, PathError, SafeRoot, UploadError, UploadSpec, WriteRules,
+    ByteStream, Entry, FileInfo, HashCache, ObjectBlob, ObjectRoot, PathError, SafeRoot,
+    UploadError, UploadSpec, WriteRules,
 };
 
 mod prehash;
@@ -36,33 +36,151 @@ pub const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2
 pub use prehash::Prehash;
 pub use upload::{UploadTask, UPLOAD_CHUNK};
 
+/// Where a service's files are.
+#[derive(Debug, Clone)]
+pub enum Storage {
+    /// A local directory (zero-copy sending, hashing ahead).
+    Local(Arc<SafeRoot>),
+    /// A bucket and prefix of an object store.
+    Object(Arc<ObjectRoot>),
+}
+
+/// The bytes of an opened file: a local file, or an object read in ranges.
+#[derive(Debug)]
+pub enum Content {
+    /// An open local file (read with positional reads or `sendfile`).
+    Local(File),
+    /// An object, read by ranged requests that fail if it changes.
+    Object(ObjectBlob),
+}
+
 /// A regular file opened for serving, and what its stat found when opened.
 #[derive(Debug)]
 pub struct OpenFile {
-    /// The open file (read with positional reads or `sendfile`).
-    pub file: File,
+    /// Its bytes.
+    pub content: Content,
     /// Its size, times and identity at open time.
     pub info: FileInfo,
+}
+
+impl OpenFile {
+    /// Another handle on the same version (the hash may be computed after
+    /// the body is sent).
+    pub fn try_clone(&self) -> io::Result<OpenFile> {
+        let content = match &self.content {
+            Content::Local(f) => Content::Local(f.try_clone()?),
+            Content::Object(b) => Content::Object(b.clone()),
+        };
+        Ok(OpenFile {
+            content,
+            info: self.info,
+        })
+    }
+
+    /// A blocking reader of bytes `offset..offset + len`, for code on a
+    /// blocking thread (archives). An object's bytes are fetched through
+    /// the runtime `handle`.
+    ///
+    /// # Errors
+    ///
+    /// An object store's refusal to start the read.
+    pub fn reader(
+        self,
+        offset: u64,
+        len: u64,
+        handle: &tokio::runtime::Handle,
+    ) -> io::Result<Box<dyn io::Read + Send>> {
+        Ok(match self.content {
+            Content::Local(file) => Box::new(LocalRange {
+                file,
+                pos: offset,
+                end: offset + len,
+            }),
+            Content::Object(blob) => Box::new(ObjectReader {
+                stream: handle.block_on(blob.range(offset, len))?,
+                handle: handle.clone(),
+                chunk: bytes::Bytes::new(),
+            }),
+        })
+    }
+}
+
+/// A local file's bytes `pos..end` by positional reads.
+struct LocalRange {
+    file: File,
+    pos: u64,
+    end: u64,
+}
+
+impl io::Read for LocalRange {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let want = buf
+            .len()
+            .min(usize::try_from(self.end - self.pos).unwrap_or(usize::MAX));
+        if want == 0 {
+            return Ok(0);
+        }
+        match self.file.read_at(&mut buf[..want], self.pos)? {
+            0 => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shrank while being read",
+            )),
+            n => {
+                self.pos += n as u64;
+                Ok(n)
+            }
+        }
+    }
+}
+
+/// An object's ranged stream read from a blocking thread.
+struct ObjectReader {
+    stream: ByteStream,
+    handle: tokio::runtime::Handle,
+    chunk: bytes::Bytes,
+}
+
+impl io::Read for ObjectReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use futures_util::StreamExt;
+        while self.chunk.is_empty() {
+            match self.handle.block_on(self.stream.next()) {
+                None => return Ok(0),
+                Some(c) => self.chunk = c?,
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk.split_to(n));
+        Ok(n)
+    }
 }
 
 /// The protocol-neutral file service. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct FileService {
-    root: Option<Arc<SafeRoot>>,
+    root: Option<Storage>,
     hashes: HashCache,
     /// `None`: read-only (the default).
     writes: Option<WriteRules>,
-    /// Bounds the blocking calls of [`FileService::open`] and the like.
+    /// Bounds the blocking calls of [`FileService::open`] and the like (and
+    /// the requests to an object store).
     fs_slots: Arc<tokio::sync::Semaphore>,
     /// Hashing ahead of demand, once started.
     prehash: std::sync::OnceLock<prehash::Prehasher>,
 }
 
 impl FileService {
-    /// A service over `root` (`None`: a message server, sharing no files).
+    /// A service over the local directory `root` (`None`: a message
+    /// server, sharing no files).
     pub fn new(root: Option<SafeRoot>, hashes: HashCache) -> Self {
+        Self::over(root.map(|r| Storage::Local(Arc::new(r))), hashes)
+    }
+
+    /// A service over `storage` (`None`: sharing no files).
+    pub fn over(storage: Option<Storage>, hashes: HashCache) -> Self {
         FileService {
-            root: root.map(Arc::new),
+            root: storage,
             hashes,
             writes: None,
             fs_slots: Arc::new(tokio::sync::Semaphore::new(MAX_BLOCKING_FS)),
@@ -70,10 +188,19 @@ impl FileService {
         }
     }
 
+    fn local(&self) -> Option<&Arc<SafeRoot>> {
+        match &self.root {
+            Some(Storage::Local(r)) => Some(r),
+            _ => None,
+        }
+    }
+
     /// Starts hashing ahead of demand (see [`Prehash`]); a second call, or
-    /// one on a service sharing no files, does nothing.
+    /// one on a service sharing no files, does nothing. An object store is
+    /// not hashed ahead: its hashes are shared by every node through the
+    /// store itself.
     pub fn start_prehashing(self: &Arc<Self>, mode: Prehash) {
-        if self.root.is_none() || self.prehash.get().is_some() {
+        if self.local().is_none() || self.prehash.get().is_some() {
             return;
         }
         if let Some(p) = prehash::Prehasher::start(Arc::downgrade(self), mode) {
@@ -94,9 +221,9 @@ impl FileService {
         self
     }
 
-    /// Whether uploads are accepted.
+    /// Whether uploads are accepted (to a local directory only, so far).
     pub fn accepts_uploads(&self) -> bool {
-        self.writes.is_some() && self.root.is_some()
+        self.writes.is_some() && self.local().is_some()
     }
 
     /// Starts or resumes an upload to `path` (see
@@ -110,7 +237,7 @@ impl FileService {
         path: &[u8],
         spec: UploadSpec,
     ) -> Result<UploadTask, UploadError> {
-        let (Some(rules), Some(root)) = (self.writes, self.root.clone()) else {
+        let (Some(rules), Some(root)) = (self.writes, self.local().cloned()) else {
             return Err(UploadError::Disabled);
         };
         let path = path.to_vec();
@@ -125,29 +252,32 @@ impl FileService {
         self.root.is_some()
     }
 
-    /// The served directory, for display only.
-    pub fn root_path(&self) -> Option<&Path> {
-        self.root.as_deref().map(SafeRoot::display_path)
+    /// What is served (a directory, or `s3://bucket/prefix`), for display
+    /// only.
+    pub fn root_display(&self) -> Option<String> {
+        match self.root.as_ref()? {
+            Storage::Local(r) => Some(r.display_path().display().to_string()),
+            Storage::Object(o) => Some(o.url().to_string()),
+        }
     }
 
-    fn root(&self) -> Result<&SafeRoot, PathError> {
-        self.root.as_deref().ok_or(PathError::NoFiles)
-    }
-
-    /// Runs `f` on the root in the blocking pool, within the bound.
+    /// Runs `f` on the local root in the blocking pool, within the bound.
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&SafeRoot) -> Result<T, PathError> + Send + 'static,
     ) -> Result<T, PathError> {
-        let root = self.root.clone().ok_or(PathError::NoFiles)?;
-        let _slot = self
-            .fs_slots
-            .acquire()
-            .await
-            .map_err(|e| PathError::Io(io::Error::other(e)))?;
+        let root = self.local().cloned().ok_or(PathError::NoFiles)?;
+        let _slot = self.slot().await?;
         tokio::task::spawn_blocking(move || f(&root))
             .await
             .map_err(|e| PathError::Io(io::Error::other(e)))?
+    }
+
+    async fn slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, PathError> {
+        self.fs_slots
+            .acquire()
+            .await
+            .map_err(|e| PathError::Io(io::Error::other(e)))
     }
 
     /// Opens the regular file at `path` (a validated, `/`-separated path
@@ -158,10 +288,25 @@ impl FileService {
     /// A [`PathError`]: invalid, missing or hidden, a directory or special
     /// file, outside the root, or no files shared.
     pub async fn open(&self, path: &[u8]) -> Result<OpenFile, PathError> {
-        let path = path.to_vec();
-        self.blocking(move |root| root.open_file(&path))
-            .await
-            .map(|(file, info)| OpenFile { file, info })
+        match self.root.as_ref().ok_or(PathError::NoFiles)? {
+            Storage::Local(_) => {
+                let path = path.to_vec();
+                self.blocking(move |root| root.open_file(&path))
+                    .await
+                    .map(|(file, info)| OpenFile {
+                        content: Content::Local(file),
+                        info,
+                    })
+            }
+            Storage::Object(o) => {
+                let _slot = self.slot().await?;
+                let (blob, info) = o.open(path).await?;
+                Ok(OpenFile {
+                    content: Content::Object(blob),
+                    info,
+                })
+            }
+        }
     }
 
     /// Describes `path` (directories have size 0), off the async workers.
@@ -170,8 +315,16 @@ impl FileService {
     ///
     /// As [`FileService::open`].
     pub async fn stat(&self, path: &[u8]) -> Result<FileInfo, PathError> {
-        let path = path.to_vec();
-        self.blocking(move |root| root.stat(&path)).await
+        match self.root.as_ref().ok_or(PathError::NoFiles)? {
+            Storage::Local(_) => {
+                let path = path.to_vec();
+                self.blocking(move |root| root.stat(&path)).await
+            }
+            Storage::Object(o) => {
+                let _slot = self.slot().await?;
+                o.stat(path).await
+            }
+        }
     }
 
     /// Lists the directory `path`, sorted by name, off the async workers.
@@ -180,9 +333,15 @@ impl FileService {
     ///
     /// As [`FileService::open`], and `NotADirectory`, `TooManyEntries`.
     pub async fn list(&self, path: &[u8]) -> Result<Vec<Entry>, PathError> {
-        let list = {
-            let path = path.to_vec();
-            self.blocking(move |root| root.entries(&path)).await
+        let list = match self.root.as_ref().ok_or(PathError::NoFiles)? {
+            Storage::Local(_) => {
+                let path = path.to_vec();
+                self.blocking(move |root| root.entries(&path)).await
+            }
+            Storage::Object(o) => {
+                let _slot = self.slot().await?;
+                o.entries(path).await
+            }
         };
         if list.is_ok() {
             self.listed(path);
@@ -203,10 +362,18 @@ impl FileService {
         f: impl FnOnce(Vec<Entry>, &FileService) -> T + Send + 'static,
     ) -> Result<T, PathError> {
         let me = self.clone();
-        let list = {
-            let path = path.to_vec();
-            self.blocking(move |root| root.entries(&path).map(|e| f(e, &me)))
-                .await
+        let list = match self.root.as_ref().ok_or(PathError::NoFiles)? {
+            Storage::Local(_) => {
+                let path = path.to_vec();
+                self.blocking(move |root| root.entries(&path).map(|e| f(e, &me)))
+                    .await
+            }
+            Storage::Object(_) => {
+                let entries = self.list(path).await?;
+                tokio::task::spawn_blocking(move || f(entries, &me))
+                    .await
+                    .map_err(|e| PathError::Io(io::Error::other(e)))
+            }
         };
         if list.is_ok() {
             self.listed(path);
@@ -215,14 +382,22 @@ impl FileService {
     }
 
     /// [`FileService::open`] for code already on a blocking thread (the
-    /// archive walk).
+    /// archive walk; an object store is asked through the current runtime).
     ///
     /// # Errors
     ///
     /// As [`FileService::open`].
     pub fn open_blocking(&self, path: &[u8]) -> Result<OpenFile, PathError> {
-        let (file, info) = self.root()?.open_file(path)?;
-        Ok(OpenFile { file, info })
+        match self.root.as_ref().ok_or(PathError::NoFiles)? {
+            Storage::Local(root) => {
+                let (file, info) = root.open_file(path)?;
+                Ok(OpenFile {
+                    content: Content::Local(file),
+                    info,
+                })
+            }
+            Storage::Object(_) => runtime()?.block_on(self.open(path)),
+        }
     }
 
     /// [`FileService::list`] for code already on a blocking thread.
@@ -231,22 +406,27 @@ impl FileService {
     ///
     /// As [`FileService::list`].
     pub fn list_blocking(&self, path: &[u8]) -> Result<Vec<Entry>, PathError> {
-        self.root()?.entries(path)
+        match self.root.as_ref().ok_or(PathError::NoFiles)? {
+            Storage::Local(root) => root.entries(path),
+            Storage::Object(o) => runtime()?.block_on(o.entries(path)),
+        }
     }
 
     /// Whether the storage can be reached (for a load balancer's health
-    /// check): the served directory still there and readable, within
-    /// [`HEALTH_TIMEOUT`] (a hung mount counts as unreachable). A message
-    /// server, sharing no files, is always healthy.
+    /// check): the served directory still there and readable, or the
+    /// object store answering a listing of the prefix, within
+    /// [`HEALTH_TIMEOUT`] (a hung mount or store counts as unreachable). A
+    /// message server, sharing no files, is always healthy.
     ///
     /// # Errors
     ///
     /// What failed, in words.
     pub async fn health(&self) -> Result<(), String> {
-        let Some(root) = self.root.clone() else {
-            return Ok(());
+        let check = match self.root.clone() {
+            None => return Ok(()),
+            Some(Storage::Local(root)) => tokio::task::spawn_blocking(move || root.check()),
+            Some(Storage::Object(o)) => tokio::spawn(async move { o.check().await }),
         };
-        let check = tokio::task::spawn_blocking(move || root.check());
         match tokio::time::timeout(HEALTH_TIMEOUT, check).await {
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(e))) => Err(format!("storage unreachable: {e}")),
@@ -259,16 +439,38 @@ impl FileService {
     }
 
     /// The BLAKE3 hash of an opened file, computed (rationed) if not known.
+    /// An object's hash is first looked for in the store, where any node
+    /// that computed it kept it.
     ///
     /// # Errors
     ///
     /// A read error, or the file changed while it was hashed.
     pub async fn hash(&self, f: &OpenFile) -> io::Result<[u8; HASH_LEN]> {
-        self.hashes.hash(&f.file, &f.info).await
+        match &f.content {
+            Content::Local(file) => self.hashes.hash(file, &f.info).await,
+            Content::Object(blob) => {
+                self.hashes
+                    .hash_with(&f.info, blob.size(), || async {
+                        if let Some(h) = blob.shared_hash().await {
+                            tracing::info!("object hash found in the store: {}", blob.key());
+                            return Ok(h);
+                        }
+                        let h = blob.compute_hash().await?;
+                        tracing::info!("object hashed: {} ({} bytes)", blob.key(), blob.size());
+                        Ok(h)
+                    })
+                    .await
+            }
+        }
     }
 
     /// The hash of this version of a file, if already known (never computes).
     pub fn known_hash(&self, info: &FileInfo) -> Option<[u8; HASH_LEN]> {
         self.hashes.cached(info)
     }
+}
+
+/// The runtime to run an object store's requests from a blocking thread.
+fn runtime() -> Result<tokio::runtime::Handle, PathError> {
+    tokio::runtime::Handle::try_current().map_err(|e| PathError::Io(io::Error::other(e)))
 }

@@ -60,9 +60,22 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
-    /// Directory to serve [default: the current directory; none with
+    /// Directory to serve, or an S3-compatible bucket as
+    /// `s3://BUCKET[/PREFIX]` (credentials from AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY, endpoint from AWS_ENDPOINT_URL or
+    /// --s3-endpoint) [default: the current directory; none with
     /// `--tutorial message`, which then shares no files].
+    #[arg(value_name = "DIR|s3://BUCKET[/PREFIX]")]
     dir: Option<PathBuf>,
+    /// With s3://: the store's endpoint, e.g. http://127.0.0.1:3900 for a
+    /// local Garage or MinIO (plain HTTP only to loopback) [default:
+    /// AWS_ENDPOINT_URL, else AWS].
+    #[arg(long, value_name = "URL", env = "FERRY_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+    /// With s3://: the store's region [default: AWS_REGION, else
+    /// AWS_DEFAULT_REGION, else us-east-1].
+    #[arg(long, value_name = "NAME")]
+    s3_region: Option<String>,
     /// TCP port; 0 picks a free one (the startup line shows it).
     #[arg(short, long, default_value_t = server::DEFAULT_PORT)]
     port: u16,

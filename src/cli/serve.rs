@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::{PrehashArg, ServeArgs, TutorialArg};
 use crate::server::{self, Config, TutorialMode};
 use crate::service::Prehash;
-use crate::storage::RootOptions;
+use crate::storage::{is_object_url, ObjectConfig, ObjectRoot, RootOptions};
 use crate::tls::server::ServerTls;
 
 pub(super) async fn serve(a: ServeArgs) -> Result<ExitCode> {
@@ -30,9 +30,27 @@ pub(super) async fn serve(a: ServeArgs) -> Result<ExitCode> {
         (None, TutorialArg::Message) => None,
         (None, _) => Some(".".into()),
     };
-    if let Some(d) = &dir {
-        check_dir(d)?;
-    }
+    let root_options = RootOptions {
+        hidden: a.hidden,
+        hardlinks: !a.no_hardlinks,
+    };
+    let object = match dir.as_deref().and_then(Path::to_str) {
+        Some(url) if is_object_url(url) => Some(object_root(url, &a, root_options).await?),
+        _ => None,
+    };
+    let shown = match (&object, &dir) {
+        (Some(o), _) => Some(o.url().to_string()),
+        (None, Some(d)) => {
+            check_dir(d)?;
+            Some(
+                d.canonicalize()
+                    .unwrap_or_else(|_| d.clone())
+                    .display()
+                    .to_string(),
+            )
+        }
+        (None, None) => None,
+    };
     let bind = match &a.bind {
         Some(name) => Some(resolve_bind(name, a.port).await?),
         None => None,
@@ -51,7 +69,7 @@ pub(super) async fn serve(a: ServeArgs) -> Result<ExitCode> {
         writeln!(
             out,
             "{}",
-            startup_line(dir.as_deref(), &a, addr, bind.is_none())
+            startup_line(shown.as_deref(), &a, addr, bind.is_none())
         )?;
         if let Some(t) = &tls {
             let plain = if a.allow_plaintext {
@@ -94,14 +112,12 @@ pub(super) async fn serve(a: ServeArgs) -> Result<ExitCode> {
         }
         out.flush()?;
     }
-    let mut config = match &dir {
-        Some(d) => Config::new(d),
-        None => Config::messages_only(),
+    let mut config = match (&object, &dir) {
+        (Some(o), _) => Config::object(o.clone()),
+        (None, Some(d)) => Config::new(d),
+        (None, None) => Config::messages_only(),
     };
-    config.root_options = RootOptions {
-        hidden: a.hidden,
-        hardlinks: !a.no_hardlinks,
-    };
+    config.root_options = root_options;
     config.max_connections = a.max_connections as usize;
     config.idle_timeout = Duration::from_secs(a.idle_timeout.max(1));
     config.grace = Duration::from_secs(a.grace);
@@ -174,6 +190,32 @@ fn server_token(a: &ServeArgs) -> Result<Option<crate::auth::Secret>> {
     }
 }
 
+/// Connects to the bucket named by `url` and checks that it answers, so a
+/// wrong endpoint or key fails at startup in one line, not on every
+/// request.
+async fn object_root(
+    url: &str,
+    a: &ServeArgs,
+    opts: RootOptions,
+) -> Result<std::sync::Arc<ObjectRoot>> {
+    if a.upload {
+        bail!("cannot serve {url} with --upload: uploads to an object store are not supported yet");
+    }
+    let config = ObjectConfig {
+        endpoint: a.s3_endpoint.clone(),
+        region: a.s3_region.clone(),
+    };
+    let root =
+        ObjectRoot::connect(url, &config, opts).with_context(|| format!("cannot serve {url}"))?;
+    tokio::time::timeout(crate::service::HEALTH_TIMEOUT * 5, root.check())
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!("cannot serve {url}: the object store did not answer within 10 s")
+        })?
+        .with_context(|| format!("cannot serve {url}"))?;
+    Ok(std::sync::Arc::new(root))
+}
+
 /// Refuses a directory that cannot be served, naming why.
 fn check_dir(d: &Path) -> Result<()> {
     match std::fs::metadata(d) {
@@ -202,7 +244,7 @@ async fn resolve_bind(name: &str, port: u16) -> Result<IpAddr> {
 
 /// What is shared, how, and with whom: the first line a user reads. It
 /// ends in `on ADDR ...`, which scripts (and the tests) read the port from.
-fn startup_line(dir: Option<&Path>, a: &ServeArgs, addr: SocketAddr, any: bool) -> String {
+fn startup_line(dir: Option<&str>, a: &ServeArgs, addr: SocketAddr, any: bool) -> String {
     let whom = if any && addr.is_ipv6() {
         "every interface, IPv4 and IPv6"
     } else if any || addr.ip().is_unspecified() {
@@ -213,8 +255,7 @@ fn startup_line(dir: Option<&Path>, a: &ServeArgs, addr: SocketAddr, any: bool) 
         "this address only"
     };
     let what = match dir {
-        Some(d) => {
-            let shown = d.canonicalize().unwrap_or_else(|_| d.to_path_buf());
+        Some(shown) => {
             let hidden = if a.hidden {
                 "hidden files included"
             } else {
@@ -238,7 +279,7 @@ fn startup_line(dir: Option<&Path>, a: &ServeArgs, addr: SocketAddr, any: bool) 
                     m
                 }
             };
-            format!("serving {} ({mode}, {hidden}{tutorial})", shown.display())
+            format!("serving {shown} ({mode}, {hidden}{tutorial})")
         }
         None => "message server (no files shared)".to_string(),
     };

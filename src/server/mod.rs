@@ -37,8 +37,8 @@ use frontend::{close_gracefully, ConnCtx};
 use registry::{ConnHandle, Registry};
 
 use crate::protocol::{ErrorCode, Frame, MAGIC};
-use crate::service::FileService;
-use crate::storage::{HashCache, RootOptions, SafeRoot};
+use crate::service::{FileService, Storage};
+use crate::storage::{HashCache, ObjectRoot, RootOptions, SafeRoot};
 
 /// What the server does with clients of the tutorial's protocol (its
 /// programs, netcat).
@@ -61,6 +61,8 @@ pub struct Config {
     /// The directory to serve; `None` shares no files at all (a message
     /// server).
     pub root: Option<PathBuf>,
+    /// A bucket to serve instead of `root` (`ferry serve s3://…`).
+    pub object: Option<Arc<ObjectRoot>>,
     /// Hidden files, hard links: what the root shares besides plain files.
     pub root_options: RootOptions,
     /// Most connections served at once.
@@ -100,6 +102,7 @@ impl Config {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Config {
             root: Some(root.into()),
+            object: None,
             root_options: RootOptions::default(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_timeout: Duration::from_secs(30),
@@ -113,6 +116,15 @@ impl Config {
             uploads: None,
             prehash: crate::service::Prehash::default(),
             proxy_protocol: None,
+        }
+    }
+
+    /// Defaults for serving a bucket.
+    pub fn object(root: Arc<ObjectRoot>) -> Self {
+        Config {
+            root: None,
+            object: Some(root),
+            ..Config::new(PathBuf::new())
         }
     }
 
@@ -234,14 +246,15 @@ pub async fn run(
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
-    let root = match &config.root {
-        Some(path) => Some(
+    let root = match (&config.object, &config.root) {
+        (Some(o), _) => Some(Storage::Object(o.clone())),
+        (None, Some(path)) => Some(Storage::Local(Arc::new(
             SafeRoot::open_with(path, config.root_options).map_err(|source| ServerError::Root {
                 path: path.clone(),
                 source,
             })?,
-        ),
-        None => None,
+        ))),
+        (None, None) => None,
     };
     let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
     let rejects = Arc::new(Semaphore::new(MAX_PENDING_REJECTS));
@@ -251,7 +264,7 @@ pub async fn run(
     // as useless as an idle connection, and may be evicted like one.
     let stalled_for = config.idle_timeout / 2;
     let service =
-        Arc::new(FileService::new(root, HashCache::new(65_536)).with_uploads(config.uploads));
+        Arc::new(FileService::over(root, HashCache::new(65_536)).with_uploads(config.uploads));
     service.start_prehashing(config.prehash);
     let shared = Arc::new(Shared {
         service,

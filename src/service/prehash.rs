@@ -25,7 +25,7 @@ use std::sync::Weak;
 
 use tracing::{debug, warn};
 
-use super::FileService;
+use super::{Content, FileService, OpenFile};
 use crate::protocol::EntryKind;
 
 /// What the server hashes ahead of demand.
@@ -149,9 +149,14 @@ fn walk(svc: &FileService, dir: Vec<u8>, depth: usize, budget: usize) -> usize {
 
 /// Hashes one file into the cache unless a request is already at it.
 fn hash_one(svc: &FileService, path: &[u8]) -> bool {
-    let Ok(f) = svc.open_blocking(path) else {
+    let Ok(OpenFile {
+        content: Content::Local(file),
+        info,
+    }) = svc.open_blocking(path)
+    else {
         return false;
     };
+    let f = LocalFile { file, info };
     let cache = &svc.hashes;
     if cache.has(&f.info) || cache.too_recent(&f.info) {
         return false;
@@ -174,6 +179,12 @@ fn hash_one(svc: &FileService, path: &[u8]) -> bool {
         }
         _ => false,
     }
+}
+
+/// A local file opened for hashing ahead.
+struct LocalFile {
+    file: std::fs::File,
+    info: crate::storage::FileInfo,
 }
 
 /// `SCHED_IDLE` and the idle I/O class for the calling thread: it runs only

@@ -175,6 +175,45 @@ impl HashCache {
         }
         res
     }
+
+    /// The hash of the version `info` (of `size` bytes), computed by
+    /// `compute` if not known: for storage that is not a local file (an
+    /// object, whose version key carries its ETag, so no racy window
+    /// applies). Shares one computation among concurrent requests and takes
+    /// a computing turn like [`HashCache::hash`].
+    ///
+    /// # Errors
+    ///
+    /// `compute`'s error (nothing is cached then).
+    pub async fn hash_with<F, Fut>(
+        &self,
+        info: &FileInfo,
+        size: u64,
+        compute: F,
+    ) -> io::Result<[u8; HASH_LEN]>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = io::Result<[u8; HASH_LEN]>>,
+    {
+        let key = HashKey::from(info);
+        let slot = self.slot(key);
+        let res = slot
+            .get_or_try_init(|| async {
+                let _turn = if size > INLINE_HASH_MAX {
+                    Some(self.computing.acquire().await.map_err(io::Error::other)?)
+                } else {
+                    None
+                };
+                compute().await
+            })
+            .await
+            .copied();
+        if res.is_err() {
+            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            slots.remove(&key);
+        }
+        res
+    }
 }
 
 /// How close to "now" a change time must be for the hash not to be cached.

@@ -1,17 +1,22 @@
 //! Where served bytes come from: the local directory ([`SafeRoot`], opened
-//! beneath its handle and never outside it) and the hashes of what it holds
-//! ([`HashCache`], BLAKE3 per file version). The file service
+//! beneath its handle and never outside it), an object store's bucket
+//! ([`ObjectRoot`], keys confined to a prefix; `object`), and the hashes
+//! of what they hold ([`HashCache`], BLAKE3 per file version). The file service
 //! ([`crate::service`]) is built on these; front-ends never touch them
 //! directly.
 
 mod hash_cache;
 mod local;
+mod object;
 mod upload;
 
 pub use hash_cache::{HashCache, HashKey};
 pub use local::{
     fsync_dir_of, set_mtime, system_time_ns, validate_path, Entry, FileInfo, PathError,
     RootOptions, SafeRoot,
+};
+pub use object::{
+    is_object_url, ByteStream, ObjectBlob, ObjectConfig, ObjectError, ObjectRoot, OBJECT_DEV,
 };
 pub use upload::{
     is_temp_name, Committed, Upload, UploadError, UploadSpec, WriteRules, TEMP_PREFIX,

@@ -73,7 +73,7 @@ fn error_code(f: &Frame) -> Option<u16> {
 }
 
 /// Whether `needle` occurs anywhere in `hay`.
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
+pub(crate) fn contains(hay: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
 }
 
@@ -240,7 +240,7 @@ fn spellings(fx: &TraversalFixture) -> Vec<(String, Vec<u8>, Expect)> {
 
 /// What a native `Get` was answered with.
 #[derive(Debug)]
-enum NativeAnswer {
+pub(crate) enum NativeAnswer {
     Error(u16, String),
     File(Vec<u8>),
 }
@@ -248,7 +248,7 @@ enum NativeAnswer {
 /// Sends one hostile `Get` on a fresh native connection, half-closes, and
 /// reads everything until the server closes. Returns the parsed answer and
 /// every byte received.
-fn native_get(addr: SocketAddr, path: &[u8]) -> (NativeAnswer, Vec<u8>) {
+pub(crate) fn native_get(addr: SocketAddr, path: &[u8]) -> (NativeAnswer, Vec<u8>) {
     let mut w = Wire::connect(addr, ANSWER_BOUND);
     let mut bytes = hello();
     bytes.extend(raw_get(path, 0, &[]));
@@ -287,7 +287,7 @@ fn native_get(addr: SocketAddr, path: &[u8]) -> (NativeAnswer, Vec<u8>) {
 
 /// Sends a raw-protocol file name, half-closes, returns every byte until
 /// the server closes.
-fn raw_get_bytes(addr: SocketAddr, name: &[u8]) -> Vec<u8> {
+pub(crate) fn raw_get_bytes(addr: SocketAddr, name: &[u8]) -> Vec<u8> {
     let mut w = Wire::connect(addr, ANSWER_BOUND);
     // A name longer than the raw limit is cut by the server, which may
     // close before taking the rest: that refusal is fine.
@@ -298,7 +298,7 @@ fn raw_get_bytes(addr: SocketAddr, name: &[u8]) -> Vec<u8> {
 
 /// A path's bytes in a URL: every byte %-encoded (`all`), or only those a
 /// request line cannot carry as they are (so `..`, `/`, `\\` stay literal).
-fn url_path(path: &[u8], all: bool) -> String {
+pub(crate) fn url_path(path: &[u8], all: bool) -> String {
     let mut out = String::from("/");
     for &b in path {
         if !all && (0x21..0x7f).contains(&b) && !b"%?#".contains(&b) {
@@ -313,7 +313,7 @@ fn url_path(path: &[u8], all: bool) -> String {
 /// Sends one request line `GET TARGET HTTP/1.1` (and a Host) on a fresh
 /// connection; returns the status code (0 if the server only closed) and
 /// every byte received.
-fn http_get(addr: SocketAddr, target: &str) -> (u16, Vec<u8>) {
+pub(crate) fn http_get(addr: SocketAddr, target: &str) -> (u16, Vec<u8>) {
     let mut w = Wire::connect(addr, ANSWER_BOUND);
     let req = format!("GET {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
     let _ = w.try_send(req.as_bytes());
@@ -326,7 +326,7 @@ fn http_get(addr: SocketAddr, target: &str) -> (u16, Vec<u8>) {
 }
 
 /// The body of an HTTP response (after the blank line).
-fn http_body(all: &[u8]) -> &[u8] {
+pub(crate) fn http_body(all: &[u8]) -> &[u8] {
     all.windows(4)
         .position(|w| w == b"\r\n\r\n")
         .map_or(&[][..], |i| &all[i + 4..])

@@ -17,6 +17,7 @@ mod hostile;
 mod http;
 mod memory;
 mod native;
+mod object;
 mod prehash;
 mod proxy;
 mod tls;

@@ -1337,3 +1337,157 @@ impl Haproxy {
             .collect()
     }
 }
+
+/// A real single-node Garage (the S3-compatible object store) on
+/// loopback, started by `deploy/garage.sh` in a directory of its own and
+/// stopped on drop. Its bucket `ferry` is empty at first.
+pub struct Garage {
+    dir: tempfile::TempDir,
+    /// The `AWS_*` variables of its key and endpoint (from `DIR/env`).
+    pub env: Vec<(String, String)>,
+}
+
+/// `deploy/garage.sh` of this checkout.
+fn garage_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/garage.sh")
+}
+
+impl Garage {
+    /// Starts one, or returns `None` (skipping) when Garage is not
+    /// installed and this run does not require it; CI requires it
+    /// (`.ci/run` installs it with `deploy/garage.sh install`).
+    pub fn start() -> Option<Garage> {
+        // Where deploy/garage.sh looks: GARAGE_BIN, PATH, ~/.cargo/bin.
+        let home_bin = std::env::var_os("CARGO_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
+            .map(|c| c.join("bin/garage"));
+        let installed = std::env::var_os("GARAGE_BIN").is_some()
+            || std::env::var_os("PATH").is_some_and(|paths| {
+                std::env::split_paths(&paths).any(|d| d.join("garage").is_file())
+            })
+            || home_bin.is_some_and(|p| p.is_file());
+        if !installed {
+            let required = std::env::var_os("CI").is_some()
+                || std::env::var_os("FERRY_REQUIRE_TOOLS").is_some_and(|v| v == "1");
+            assert!(
+                !required,
+                "garage is not installed but this run requires it (bash deploy/garage.sh install)"
+            );
+            eprintln!("skipping: garage is not installed");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("bash")
+            .arg(garage_script())
+            .arg("start")
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run deploy/garage.sh");
+        assert!(
+            out.status.success(),
+            "deploy/garage.sh start failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = std::fs::read_to_string(dir.path().join("env")).expect("garage env");
+        let env = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("export "))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Some(Garage { dir, env })
+    }
+
+    /// One of its variables.
+    pub fn var(&self, name: &str) -> String {
+        self.env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    }
+
+    /// The variables as `(&str, &str)` pairs, for [`Server::start_url`].
+    pub fn env_pairs(&self) -> Vec<(&str, &str)> {
+        self.env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+
+    /// Stops the store (its data stays until drop).
+    pub fn stop(&self) {
+        let _ = Command::new("bash")
+            .arg(garage_script())
+            .arg("stop")
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .output();
+    }
+
+    /// `rclone ARGS` (Debian's package: a standard S3 client, not ferry)
+    /// against this store as the remote `g:`; fails the test if it fails.
+    pub fn rclone(&self, args: &[&str]) -> String {
+        let rclone = tool("rclone").expect("rclone is not installed");
+        let out = Command::new(rclone)
+            .args(args)
+            .env_remove("AWS_CA_BUNDLE") // rclone 1.60 fails every call with it set
+            .env("RCLONE_CONFIG_G_TYPE", "s3")
+            .env("RCLONE_CONFIG_G_PROVIDER", "Other")
+            .env(
+                "RCLONE_CONFIG_G_ACCESS_KEY_ID",
+                self.var("AWS_ACCESS_KEY_ID"),
+            )
+            .env(
+                "RCLONE_CONFIG_G_SECRET_ACCESS_KEY",
+                self.var("AWS_SECRET_ACCESS_KEY"),
+            )
+            .env("RCLONE_CONFIG_G_REGION", self.var("AWS_REGION"))
+            .env("RCLONE_CONFIG_G_ENDPOINT", self.var("AWS_ENDPOINT_URL"))
+            .env("RCLONE_CONFIG_G_FORCE_PATH_STYLE", "true")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run rclone");
+        assert!(
+            out.status.success(),
+            "rclone {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Uploads `data` as `key` of the bucket (with rclone).
+    pub fn put(&self, key: &str, data: &[u8]) {
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(tmp.path(), data).unwrap();
+        self.rclone(&[
+            "copyto",
+            &tmp.path().display().to_string(),
+            &format!("g:ferry/{key}"),
+        ]);
+    }
+}
+
+impl Drop for Garage {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Server {
+    /// `ferry serve URL` (an `s3://` address) on 127.0.0.1 port 0, run in
+    /// `cwd` with `env`, logging at `ferry=debug`.
+    pub fn start_url(url: &str, cwd: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Self::spawn(
+            Some(Path::new(url)),
+            cwd,
+            "127.0.0.1",
+            extra,
+            Some("ferry=debug"),
+            env,
+        )
+    }
+}

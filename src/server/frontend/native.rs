@@ -21,6 +21,7 @@ use crate::display::escape_controls;
 use crate::protocol::{
     caps, ErrorCode, FileHeader, Frame, GetRequest, StatReply, HASH_LEN, MAGIC, VERSION,
 };
+use crate::service::Content;
 use crate::storage::{FileInfo, PathError};
 
 /// Queued answer bytes past which the server flushes even while more
@@ -320,10 +321,16 @@ async fn handle_get(
     } else {
         // The body and the hash proceed side by side: the first body byte
         // never waits for the hash, which only the trailer needs.
-        let (sent, hash) = tokio::join!(
-            conn.send_file(&opened.file, offset, length),
-            service.hash(&opened)
-        );
+        let send = async {
+            match &opened.content {
+                Content::Local(file) => conn.send_file(file, offset, length).await,
+                Content::Object(blob) => {
+                    let body = blob.range(offset, length).await?;
+                    conn.send_stream(body, length).await
+                }
+            }
+        };
+        let (sent, hash) = tokio::join!(send, service.hash(&opened));
         if let Err(e) = sent {
             return Err(End::Broken(format!(
                 "sending {} failed after header: {e}",

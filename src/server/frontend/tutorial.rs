@@ -13,10 +13,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{info, warn};
 
 use super::{close_gracefully, ConnCtx};
-use crate::connection::SendFile;
+use crate::connection::{copy_stream_to, SendFile};
 use crate::display::escape_bytes;
 use crate::server::sniff::NAME_QUIET;
 use crate::server::TutorialMode;
+use crate::service::Content;
 
 /// Longest file name, as the tutorial's `recv(1024)` reads.
 const MAX_NAME: usize = 1024;
@@ -92,8 +93,8 @@ async fn serve_file(mut stream: Stream, head: &[u8], ctx: &ConnCtx<'_>) -> Strin
         }
     };
     let shown = escape_bytes(&name);
-    let (file, info) = match ctx.service().open(&name).await {
-        Ok(x) => (x.file, x.info),
+    let opened = match ctx.service().open(&name).await {
+        Ok(x) => x,
         Err(e) => {
             // The tutorial's server sends nothing for a file it cannot
             // serve; so do we, but the operator sees why.
@@ -103,10 +104,16 @@ async fn serve_file(mut stream: Stream, head: &[u8], ctx: &ConnCtx<'_>) -> Strin
         }
     };
     let started = std::time::Instant::now();
-    if let Err(e) = stream
-        .send_file(&[], &file, 0, info.size, &ctx.write_limit())
-        .await
-    {
+    let info = opened.info;
+    let limit = ctx.write_limit();
+    let sent = match opened.content {
+        Content::Local(file) => stream.send_file(&[], &file, 0, info.size, &limit).await,
+        Content::Object(blob) => match blob.range(0, info.size).await {
+            Ok(body) => copy_stream_to(&mut stream, &[], body, info.size, &limit).await,
+            Err(e) => Err(e),
+        },
+    };
+    if let Err(e) = sent {
         warn!(name = %shown, "tutorial download interrupted: {e}");
         return format!("tutorial: {shown} interrupted: {e}");
     }

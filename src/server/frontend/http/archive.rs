@@ -202,7 +202,7 @@ fn write_tar(service: &FileService, dir: &str, out: &mut ChannelWriter) -> io::R
 /// A reader over exactly one file's announced bytes, opened through the
 /// service; it fails if the file changed size meanwhile.
 struct FileReader {
-    file: std::fs::File,
+    inner: Box<dyn Read + Send>,
     left: u64,
     path: String,
 }
@@ -218,8 +218,9 @@ impl FileReader {
                 item.path
             )));
         }
+        let handle = tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
         Ok(FileReader {
-            file: opened.file,
+            inner: opened.reader(0, item.size, &handle)?,
             left: item.size,
             path: item.path.clone(),
         })
@@ -234,7 +235,7 @@ impl Read for FileReader {
         let want = buf
             .len()
             .min(usize::try_from(self.left).unwrap_or(usize::MAX));
-        let n = self.file.read(&mut buf[..want])?;
+        let n = self.inner.read(&mut buf[..want])?;
         if n == 0 {
             return Err(io::Error::other(format!(
                 "/{} shrank while being archived",

@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use tracing::info;
 
 use super::io::InFlight;
+use crate::storage::{ByteStream, ObjectBlob};
 
 /// Bytes read from a file per chunk: large enough that the trip to the
 /// blocking pool is cheap per byte, small enough that a hundred clients
@@ -77,6 +78,29 @@ enum Kind {
     Bytes(Option<Bytes>),
     File(FileRange),
     Stream(mpsc::Receiver<io::Result<Bytes>>),
+    Object(ObjectRange),
+}
+
+/// An object's bytes: the ranged request, then its chunks.
+enum ObjectRange {
+    Starting(futures_util::future::BoxFuture<'static, io::Result<ByteStream>>),
+    Streaming(ByteStream),
+}
+
+impl ObjectRange {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        use futures_util::StreamExt;
+        loop {
+            match self {
+                ObjectRange::Starting(f) => match f.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
+                    Poll::Ready(Ok(s)) => *self = ObjectRange::Streaming(s),
+                },
+                ObjectRange::Streaming(s) => return s.poll_next_unpin(cx),
+            }
+        }
+    }
 }
 
 /// A file's bytes `pos..end`.
@@ -169,6 +193,18 @@ impl Body {
         }
     }
 
+    /// Bytes `offset..offset + len` of an object, requested from the store
+    /// when hyper first asks for them.
+    pub(crate) fn object(blob: ObjectBlob, offset: u64, len: u64, log: AccessLog) -> Self {
+        let start = Box::pin(async move { blob.range(offset, len).await });
+        Body {
+            kind: Kind::Object(ObjectRange::Starting(start)),
+            remaining: Some(len),
+            log: Some(log),
+            on_complete: None,
+        }
+    }
+
     /// Chunks arriving on `rx`, of unknown total length (sent chunked); an
     /// `Err` ends the response abruptly (the client sees it cut short).
     pub(crate) fn stream(rx: mpsc::Receiver<io::Result<Bytes>>, log: AccessLog) -> Self {
@@ -239,6 +275,16 @@ impl http_body::Body for Body {
             },
             Kind::Stream(rx) => match rx.poll_recv(cx) {
                 Poll::Pending => return Poll::Pending,
+                Poll::Ready(chunk) => chunk,
+            },
+            Kind::Object(range) => match range.poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                // Hyper stops at the announced length; a stream that ends
+                // before it is a cut body.
+                Poll::Ready(None) if this.remaining != Some(0) => Some(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the object store's answer ended early",
+                ))),
                 Poll::Ready(chunk) => chunk,
             },
         };

@@ -26,7 +26,7 @@ use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 
 use super::body::{AccessLog, Body};
 use crate::display::hex;
-use crate::service::{FileService, OpenFile};
+use crate::service::{Content, FileService, OpenFile};
 use crate::storage::FileInfo;
 
 /// The header carrying a file's BLAKE3 hash (hex), when known.
@@ -233,20 +233,24 @@ pub(crate) fn respond(
     // not known), so later answers carry it; never for a HEAD or a range.
     let hash_after =
         (method == Method::GET && status == StatusCode::OK && v.hash.is_none() && size > 0)
-            .then(|| opened.file.try_clone().ok())
+            .then(|| opened.try_clone().ok())
             .flatten()
             .map(|dup| {
                 let svc = service.clone();
                 Box::new(move || {
                     tokio::spawn(async move {
-                        let _ = svc.hash(&OpenFile { file: dup, info }).await;
+                        let _ = svc.hash(&dup).await;
                     });
                 }) as Box<dyn FnOnce() + Send>
             });
     let mut body = if method == Method::HEAD {
         Body::empty(log)
     } else {
-        Body::file(opened.file, offset, len, log).on_complete(hash_after)
+        match opened.content {
+            Content::Local(file) => Body::file(file, offset, len, log),
+            Content::Object(blob) => Body::object(blob, offset, len, log),
+        }
+        .on_complete(hash_after)
     };
     body.set_status(status.as_u16());
     let mut r = Response::new(body);

@@ -1,0 +1,389 @@
+//! Issue 14, point 1: `ferry serve s3://BUCKET/PREFIX` against a real
+//! Garage (started by `deploy/garage.sh`), files loaded with a standard S3
+//! client (rclone), never through ferry. Every protocol serves the same
+//! bytes; no request reaches a key outside the prefix; a download cut on
+//! one node resumes on another over the same bucket, and a rewritten
+//! object starts over instead of splicing; a hash computed by one node is
+//! found by the others in the store; health follows the store.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::hostile::NativeAnswer;
+use crate::hostile::{contains, http_body, http_get, native_get, raw_get_bytes, url_path};
+use crate::support::*;
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A node serving `s3://ferry/pub` of `g`, with extra flags.
+fn node(g: &Garage, cwd: &Path, extra: &[&str]) -> Server {
+    Server::start_url("s3://ferry/pub", cwd, extra, &g.env_pairs())
+}
+
+fn curl_bytes(url: &str, extra: &[&str]) -> Vec<u8> {
+    let curl = tool("curl").expect("curl");
+    let out = Command::new(curl)
+        .args(["-sSf", "--max-time", "60"])
+        .args(extra)
+        .arg(url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "curl {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// The peak resident memory of a process, in KiB (`VmHWM`).
+fn peak_rss_kib(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_bucket_is_served_over_every_protocol_and_lists_like_a_directory() {
+    let Some(g) = Garage::start() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let big = random_bytes(64 << 20, 1401);
+    let small = b"hello from the bucket\n".to_vec();
+    let odd = b"a name with spaces, brackets and CJK\n".to_vec();
+    g.put("pub/big.bin", &big);
+    g.put("pub/dir/small.txt", &small);
+    g.put("pub/dir/deeper/z.txt", b"z\n");
+    g.put("pub/名字 [1] 100%.txt", &odd);
+    g.put("pub/.hidden", b"not shared\n");
+    g.put("outside.txt", b"outside the prefix\n");
+    let srv = node(&g, tmp.path(), &[]);
+    assert!(
+        srv.startup.contains("serving s3://ferry/pub"),
+        "{}",
+        srv.startup
+    );
+    let out = tmp.path().join("out");
+    fs::create_dir_all(&out).unwrap();
+
+    // Native, verified.
+    let run = ferry(&out, &["get", &srv.host(), "big.bin"]).ok();
+    assert!(run.stderr.contains("verified"), "{run}");
+    assert!(
+        fs::read(out.join("big.bin")).unwrap() == big,
+        "native bytes"
+    );
+    ferry(&out, &["get", &srv.host(), "名字 [1] 100%.txt", "-q"]).ok();
+    assert_eq!(fs::read(out.join("名字 [1] 100%.txt")).unwrap(), odd);
+    // A tree.
+    ferry(&out, &["get", "-r", &srv.host(), "dir", "-q"]).ok();
+    assert_eq!(fs::read(out.join("dir/small.txt")).unwrap(), small);
+    assert_eq!(fs::read(out.join("dir/deeper/z.txt")).unwrap(), b"z\n");
+    // HTTP: whole, a range, the listing.
+    let url = format!("http://{}/big.bin", srv.host());
+    assert!(curl_bytes(&url, &[]) == big, "HTTP bytes");
+    let part = curl_bytes(&url, &["-r", "1000-1999"]);
+    assert_eq!(&part[..], &big[1000..2000]);
+    let enc = format!(
+        "http://{}/%E5%90%8D%E5%AD%97%20%5B1%5D%20100%25.txt",
+        srv.host()
+    );
+    assert_eq!(curl_bytes(&enc, &[]), odd);
+    let json = String::from_utf8(curl_bytes(
+        &format!("http://{}/", srv.host()),
+        &["-H", "Accept: application/json"],
+    ))
+    .unwrap();
+    for name in ["big.bin", "dir", "名字 [1] 100%.txt"] {
+        assert!(
+            json.contains(&format!("\"{name}")),
+            "{name} not listed: {json}"
+        );
+    }
+    assert!(
+        !json.contains(".hidden") && !json.contains(".ferry"),
+        "{json}"
+    );
+    assert!(!json.contains("outside"), "{json}");
+    // A tar of a directory, streamed from the store.
+    let tar = curl_bytes(&format!("http://{}/dir/?archive=tar", srv.host()), &[]);
+    assert!(contains(&tar, &small), "the tar lacks dir/small.txt");
+    // The tutorial's protocol.
+    ferry(
+        &out,
+        &[
+            "get",
+            "--tutorial",
+            &srv.host(),
+            "big.bin",
+            "-o",
+            "raw.bin",
+            "-q",
+        ],
+    )
+    .ok();
+    assert!(
+        fs::read(out.join("raw.bin")).unwrap() == big,
+        "tutorial bytes"
+    );
+    // Hidden and missing.
+    let run = ferry(&out, &["get", &srv.host(), ".hidden"]).fails();
+    assert!(run.stderr.contains("no such file"), "{run}");
+    let ls = ferry(&out, &["ls", &srv.host()]).ok();
+    assert!(
+        ls.stdout.contains("big.bin") && !ls.stdout.contains(".hidden"),
+        "{ls}"
+    );
+
+    // Streamed: the server never holds an object, nor most of one.
+    let peak = peak_rss_kib(srv.pid());
+    assert!(
+        peak < 64 * 1024,
+        "ferry serve peaked at {peak} KiB serving a 64 MiB object three times"
+    );
+    println!("FIGURE object backend: 64 MiB object over native, HTTP and the tutorial's protocol; server peak RSS {peak} KiB");
+}
+
+#[test]
+fn no_request_reaches_a_key_outside_the_prefix() {
+    let Some(g) = Garage::start() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let secret = b"FERRY-OBJECT-SECRET-never-served\n";
+    g.put("secret.txt", secret);
+    g.put("pub2/secret.txt", secret);
+    g.put("pub/x", b"x inside\n");
+    g.put("pub/a/inside.txt", b"inside\n");
+    g.put("pub/...", b"a key really named ...\n");
+    let srv = node(&g, tmp.path(), &["--hidden"]);
+    // Make the reserved prefix exist: a download stores its hash there.
+    ferry(tmp.path(), &["get", &srv.host(), "x", "-o", "x", "-q"]).ok();
+    let keys = g.rclone(&["lsf", "-R", "g:ferry/pub/.ferry"]);
+    assert!(
+        keys.contains("blake3/"),
+        "no hash kept in the store: {keys}"
+    );
+
+    #[rustfmt::skip]
+    let spellings: Vec<&[u8]> = vec![
+        b"..", b"../secret.txt", b"../pub2/secret.txt", b"a/../../secret.txt",
+        b"./../secret.txt", b"x/..", b"/secret.txt", b"//secret.txt",
+        b"a//../../secret.txt", b"..\\secret.txt", b"\\..\\secret.txt",
+        b"a\\..\\..\\secret.txt", b"x\0/../../secret.txt", b"..\0/secret.txt",
+        b"%2e%2e/secret.txt", b"%2e%2e%2fsecret.txt", b"%252e%252e/secret.txt",
+        b"..%c0%afsecret.txt", b"\xc0\xae\xc0\xae/secret.txt", b"\xff\xfe/../secret.txt",
+        "\u{ff0e}\u{ff0e}/secret.txt".as_bytes(), "..\u{2215}secret.txt".as_bytes(),
+        b"..;/secret.txt", b".../../secret.txt", b"../secret.txt.", b".. /secret.txt",
+        b"~/../secret.txt", b"file:///secret.txt", b"s3://ferry/secret.txt",
+        b"pub2/secret.txt", b"../pub2", b".ferry", b".ferry/blake3",
+        b"", b".",
+    ];
+    let mut refused = 0;
+    for path in &spellings {
+        let shown = String::from_utf8_lossy(path).into_owned();
+        let (answer, all) = native_get(srv.addr, path);
+        assert!(
+            !contains(&all, secret),
+            "{shown:?}: native leaks the secret"
+        );
+        if let NativeAnswer::File(body) = &answer {
+            panic!("{shown:?}: native served {} bytes", body.len());
+        }
+        for target in [url_path(path, true), url_path(path, false)] {
+            let (status, all) = http_get(srv.addr, &target);
+            assert!(!contains(&all, secret), "{shown:?}: HTTP {target} leaks");
+            // A listing of the prefix itself (`/`, `/.`) is the only 200.
+            assert!(
+                (400..500).contains(&status)
+                    || (status == 200 && http_body(&all).starts_with(b"<!doctype"))
+                    || status == 301,
+                "{shown:?}: HTTP {target} answered {status}"
+            );
+        }
+        let raw = raw_get_bytes(srv.addr, path);
+        assert!(!contains(&raw, secret), "{shown:?}: tutorial leaks");
+        assert!(
+            raw.is_empty(),
+            "{shown:?}: tutorial sent {} bytes",
+            raw.len()
+        );
+        refused += 1;
+    }
+    // The reserved prefix is neither listed nor served, even with --hidden.
+    let ls = ferry(tmp.path(), &["ls", &srv.host()]).ok();
+    assert!(!ls.stdout.contains(".ferry"), "{ls}");
+    // Look-alikes that are real keys inside are served as themselves.
+    let run = ferry(tmp.path(), &["get", &srv.host(), "...", "-o", "dots", "-q"]).ok();
+    drop(run);
+    assert_eq!(
+        fs::read(tmp.path().join("dots")).unwrap(),
+        b"a key really named ...\n"
+    );
+    assert!(srv.stderr().lines().all(|l| !l.contains("panicked")));
+    println!(
+        "FIGURE object traversal: {refused} spellings, each over native, HTTP (2 targets) and the tutorial's protocol: all refused, the secret never served"
+    );
+}
+
+/// Starts `ferry get HOST big.bin` through a slow relay to `victim`, and
+/// SIGKILLs it once at least `at` bytes are in the `.part`: the
+/// client is left with a partial download. Returns its bytes.
+fn cut_download(out: &Path, victim: &mut Server, at: u64) -> u64 {
+    let slow = SlowProxy::start(victim.addr, 8 << 20);
+    let child = ferry_spawn(out, &["get", &slow.addr.to_string(), "big.bin"]);
+    let part = out.join("big.bin.part");
+    let reached = wait_until(PATIENCE, Duration::from_millis(10), || {
+        part.exists() && file_len(&part) >= at
+    });
+    victim.kill();
+    let run = finish(child, None, "ferry get through a slow relay".into());
+    assert!(reached, "the download never reached {at} bytes\n{run}");
+    assert!(!run.status.success(), "the cut download succeeded?\n{run}");
+    assert!(!out.join("big.bin").exists(), "a cut download was saved");
+    file_len(&part)
+}
+
+#[test]
+fn a_download_cut_on_one_node_resumes_on_another_and_a_rewritten_object_starts_over() {
+    let Some(g) = Garage::start() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let v1 = random_bytes(24 << 20, 1402);
+    g.put("pub/big.bin", &v1);
+    let out = tmp.path().join("out");
+    fs::create_dir_all(&out).unwrap();
+
+    // Cut on node A, resumed on node B: the validators agree across nodes.
+    let mut a = node(&g, tmp.path(), &[]);
+    let b = node(&g, tmp.path(), &[]);
+    let had = cut_download(&out, &mut a, 4 << 20);
+    let run = ferry(&out, &["get", &b.host(), "big.bin"]).ok();
+    assert!(
+        run.stderr.contains(&format!("resumed at {had}")) || run.stderr.contains("resumed at"),
+        "node B did not resume the part node A left:\n{run}"
+    );
+    assert!(run.stderr.contains("verified"), "{run}");
+    assert!(
+        fs::read(out.join("big.bin")).unwrap() == v1,
+        "resumed bytes"
+    );
+    println!(
+        "FIGURE cross-node resume: {had} of {} bytes from node A, the rest from node B",
+        v1.len()
+    );
+
+    // Cut again, then the object is rewritten (same size) before the
+    // resume: node B must start over, never splice the two versions.
+    fs::remove_file(out.join("big.bin")).unwrap();
+    let mut c = node(&g, tmp.path(), &[]);
+    let had = cut_download(&out, &mut c, 4 << 20);
+    let mut v2 = v1.clone();
+    for (i, byte) in v2.iter_mut().enumerate().step_by(4096) {
+        *byte = byte.wrapping_add(1 + (i % 7) as u8);
+    }
+    g.put("pub/big.bin", &v2);
+    let run = ferry(&out, &["get", &b.host(), "big.bin"]).ok();
+    assert!(
+        run.stderr.contains("started over"),
+        "no restart after a rewrite:\n{run}"
+    );
+    assert!(run.stderr.contains("verified"), "{run}");
+    let got = fs::read(out.join("big.bin")).unwrap();
+    assert!(
+        got == v2,
+        "a rewritten object was spliced or stale (had {had} bytes of v1)"
+    );
+}
+
+#[test]
+fn a_hash_computed_by_one_node_is_found_by_the_others_in_the_store() {
+    let Some(g) = Garage::start() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = random_bytes(8 << 20, 1403);
+    g.put("pub/f.bin", &data);
+    let a = node(&g, tmp.path(), &[]);
+    let b = node(&g, tmp.path(), &[]);
+    ferry(tmp.path(), &["get", &a.host(), "f.bin", "-o", "a.bin"]).ok();
+    assert!(
+        wait_until(PATIENCE, Duration::from_millis(50), || a
+            .stderr()
+            .contains("object hashed: pub/f.bin")),
+        "node A did not say it hashed f.bin:\n{}",
+        a.stderr()
+    );
+    let kept = g.rclone(&["cat", "g:ferry/pub/.ferry/blake3/"]);
+    let want = blake3::hash(&data).to_hex().to_string();
+    assert!(
+        kept.contains(&want),
+        "the store does not hold the hash: {kept}"
+    );
+    let run = ferry(tmp.path(), &["get", &b.host(), "f.bin", "-o", "b.bin"]).ok();
+    assert!(run.stderr.contains("verified"), "{run}");
+    assert!(
+        b.stderr()
+            .contains("object hash found in the store: pub/f.bin"),
+        "node B did not use the shared hash:\n{}",
+        b.stderr()
+    );
+    assert!(!b.stderr().contains("object hashed"), "node B hashed again");
+    // A stale entry (the object rewritten) is not believed.
+    let other = random_bytes(8 << 20, 1404);
+    g.put("pub/f.bin", &other);
+    let c = node(&g, tmp.path(), &[]);
+    let run = ferry(tmp.path(), &["get", &c.host(), "f.bin", "-o", "c.bin"]).ok();
+    assert!(run.stderr.contains("verified"), "{run}");
+    assert!(fs::read(tmp.path().join("c.bin")).unwrap() == other);
+    assert!(
+        c.stderr().contains("object hashed: pub/f.bin"),
+        "{}",
+        c.stderr()
+    );
+}
+
+#[test]
+fn health_follows_the_store_and_a_bad_store_fails_at_startup() {
+    let Some(g) = Garage::start() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    g.put("pub/x", b"x\n");
+    let srv = node(&g, tmp.path(), &[]);
+    let health = |srv: &Server| http_get(srv.addr, "/_ferry/health").0;
+    assert_eq!(health(&srv), 200);
+    g.stop();
+    assert!(
+        wait_until(PATIENCE, Duration::from_millis(200), || health(&srv) == 503),
+        "health stayed up with the store gone"
+    );
+    // A wrong key is refused at startup, in one line naming the cause.
+    let mut env = g.env.clone();
+    for (k, v) in env.iter_mut() {
+        if k == "AWS_ENDPOINT_URL" {
+            *v = "http://127.0.0.1:9".into();
+        }
+    }
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let run = ferry_env(
+        tmp.path(),
+        &["serve", "s3://ferry/pub", "--port", "0"],
+        &pairs,
+    )
+    .fails();
+    assert!(run.stderr.contains("cannot serve s3://ferry/pub"), "{run}");
+    let run = ferry_env(
+        tmp.path(),
+        &[
+            "serve",
+            "s3://ferry/pub",
+            "--port",
+            "0",
+            "--s3-endpoint",
+            "http://192.0.2.1:3900",
+        ],
+        &pairs,
+    )
+    .fails();
+    assert!(run.stderr.contains("plain-HTTP"), "{run}");
+}
