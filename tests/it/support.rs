@@ -1304,20 +1304,7 @@ impl Haproxy {
 
     /// `show stat` on the stats socket: the rows of backend `nodes`.
     pub fn stat_rows(&self) -> Vec<Vec<String>> {
-        let Ok(mut s) = std::os::unix::net::UnixStream::connect(self.dir.path().join("stats.sock"))
-        else {
-            return Vec::new();
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-        if s.write_all(b"show stat\n").is_err() {
-            return Vec::new();
-        }
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        out.lines()
-            .filter(|l| l.starts_with("nodes,n"))
-            .map(|l| l.split(',').map(str::to_string).collect())
-            .collect()
+        haproxy_stat_rows(&self.dir.path().join("stats.sock"))
     }
 
     /// Each node's status as HAProxy sees it (`UP`, `DOWN`...), in order.
@@ -1403,11 +1390,7 @@ impl Garage {
 
     /// One of its variables.
     pub fn var(&self, name: &str) -> String {
-        self.env
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
+        self.client().var(name)
     }
 
     /// The variables as `(&str, &str)` pairs, for [`Server::start_url`].
@@ -1428,8 +1411,38 @@ impl Garage {
             .output();
     }
 
+    /// A client of its bucket.
+    pub fn client(&self) -> S3Client {
+        S3Client(self.env.clone())
+    }
+
+    /// `rclone ARGS` against it (see [`S3Client::rclone`]).
+    pub fn rclone(&self, args: &[&str]) -> String {
+        self.client().rclone(args)
+    }
+
+    /// Uploads `data` as `key` of the bucket (with rclone).
+    pub fn put(&self, key: &str, data: &[u8]) {
+        self.client().put(key, data);
+    }
+}
+
+/// rclone (Debian's package: a standard S3 client, not ferry) for a store
+/// whose `AWS_*` variables these are.
+pub struct S3Client(pub Vec<(String, String)>);
+
+impl S3Client {
+    /// One of the variables.
+    pub fn var(&self, name: &str) -> String {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    }
+
     /// `rclone ARGS` (Debian's package: a standard S3 client, not ferry)
-    /// against this store as the remote `g:`; fails the test if it fails.
+    /// against the store as the remote `g:`; fails the test if it fails.
     pub fn rclone(&self, args: &[&str]) -> String {
         let rclone = tool("rclone").expect("rclone is not installed");
         let out = Command::new(rclone)
@@ -1490,4 +1503,22 @@ impl Server {
             env,
         )
     }
+}
+
+/// `show stat` on an HAProxy stats socket: the rows of backend `nodes`
+/// (empty if it cannot be read).
+pub fn haproxy_stat_rows(sock: &Path) -> Vec<Vec<String>> {
+    let Ok(mut s) = std::os::unix::net::UnixStream::connect(sock) else {
+        return Vec::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    if s.write_all(b"show stat\n").is_err() {
+        return Vec::new();
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.lines()
+        .filter(|l| l.starts_with("nodes,n"))
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect()
 }
