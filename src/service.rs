@@ -221,9 +221,9 @@ impl FileService {
         self
     }
 
-    /// Whether uploads are accepted (to a local directory only, so far).
+    /// Whether uploads are accepted.
     pub fn accepts_uploads(&self) -> bool {
-        self.writes.is_some() && self.local().is_some()
+        self.writes.is_some() && self.root.is_some()
     }
 
     /// Starts or resumes an upload to `path` (see
@@ -237,8 +237,14 @@ impl FileService {
         path: &[u8],
         spec: UploadSpec,
     ) -> Result<UploadTask, UploadError> {
-        let (Some(rules), Some(root)) = (self.writes, self.local().cloned()) else {
+        let (Some(rules), Some(storage)) = (self.writes, self.root.as_ref()) else {
             return Err(UploadError::Disabled);
+        };
+        let root = match storage {
+            Storage::Local(root) => root.clone(),
+            Storage::Object(o) => {
+                return Ok(UploadTask::object(o.begin_upload(path, spec, rules).await?));
+            }
         };
         let path = path.to_vec();
         let upload = tokio::task::spawn_blocking(move || root.begin_upload(&path, spec, rules))

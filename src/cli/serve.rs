@@ -198,9 +198,6 @@ async fn object_root(
     a: &ServeArgs,
     opts: RootOptions,
 ) -> Result<std::sync::Arc<ObjectRoot>> {
-    if a.upload {
-        bail!("cannot serve {url} with --upload: uploads to an object store are not supported yet");
-    }
     let config = ObjectConfig {
         endpoint: a.s3_endpoint.clone(),
         region: a.s3_region.clone(),

@@ -5,11 +5,15 @@
 //! and rename) runs on the blocking pool; while one chunk is written
 //! there, the front-end already receives the next. So an upload holds at
 //! most two chunks of memory and no thread while its client is slow.
+//!
+//! An upload into an object store ([`ObjectUpload`]) goes through the
+//! same task, so front-ends need not know where the bytes go; it is async
+//! already and cannot be resumed (kept means aborted).
 
 use tokio::task::JoinHandle;
 
 use crate::protocol::HASH_LEN;
-use crate::storage::{Committed, Upload, UploadError};
+use crate::storage::{Committed, ObjectUpload, Upload, UploadError};
 
 /// Size of the chunks an upload is written in.
 pub const UPLOAD_CHUNK: usize = 256 * 1024;
@@ -26,6 +30,8 @@ pub struct UploadTask {
     filling: Option<Vec<u8>>,
     start: u64,
     received: u64,
+    /// Set instead of `upload` for an object store.
+    object: Option<ObjectUpload>,
 }
 
 fn lost(e: tokio::task::JoinError) -> UploadError {
@@ -42,6 +48,19 @@ impl UploadTask {
             filling: None,
             start,
             received: 0,
+            object: None,
+        }
+    }
+
+    pub(super) fn object(upload: ObjectUpload) -> Self {
+        UploadTask {
+            upload: None,
+            pending: None,
+            spare: None,
+            filling: None,
+            start: upload.offset(),
+            received: 0,
+            object: Some(upload),
         }
     }
 
@@ -94,6 +113,12 @@ impl UploadTask {
     /// (the temporary is then removed), the disk full (removed too, so a
     /// full disk is not kept full), or another IO error.
     pub async fn write(&mut self, buf: Vec<u8>) -> Result<(), UploadError> {
+        if let Some(o) = self.object.as_mut() {
+            self.received += buf.len() as u64;
+            let res = o.write(&buf).await;
+            self.spare = Some(buf);
+            return res;
+        }
         self.settle().await?;
         let Some(mut u) = self.upload.take() else {
             return Err(UploadError::Io(std::io::Error::other(
@@ -149,6 +174,9 @@ impl UploadTask {
     /// A write's failure, or [`Upload::commit`]'s.
     pub async fn finish(mut self, hash: Option<[u8; HASH_LEN]>) -> Result<Committed, UploadError> {
         self.flush().await?;
+        if let Some(o) = self.object.take() {
+            return o.commit(hash).await;
+        }
         self.settle().await?;
         let Some(u) = self.upload.take() else {
             return Err(UploadError::Io(std::io::Error::other(
@@ -162,12 +190,20 @@ impl UploadTask {
 
     /// Stops, keeping what was received for a later resume.
     pub async fn keep(mut self) {
+        if let Some(mut o) = self.object.take() {
+            o.abort().await;
+            return;
+        }
         let _ = self.flush().await;
         let _ = self.settle().await;
     }
 
     /// Stops and removes the temporary.
     pub async fn discard(mut self) {
+        if let Some(mut o) = self.object.take() {
+            o.abort().await;
+            return;
+        }
         let _ = self.settle().await;
         if let Some(u) = self.upload.take() {
             let _ = tokio::task::spawn_blocking(move || u.discard()).await;

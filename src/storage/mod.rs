@@ -8,6 +8,7 @@
 mod hash_cache;
 mod local;
 mod object;
+mod object_upload;
 mod upload;
 
 pub use hash_cache::{HashCache, HashKey};
@@ -18,6 +19,7 @@ pub use local::{
 pub use object::{
     is_object_url, ByteStream, ObjectBlob, ObjectConfig, ObjectError, ObjectRoot, OBJECT_DEV,
 };
+pub use object_upload::ObjectUpload;
 pub use upload::{
     is_temp_name, Committed, Upload, UploadError, UploadSpec, WriteRules, TEMP_PREFIX,
 };

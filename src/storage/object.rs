@@ -186,13 +186,18 @@ impl ObjectRoot {
         })
     }
 
+    /// The store's client.
+    pub(super) fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
     /// `s3://bucket/prefix`, for display.
     pub fn url(&self) -> &str {
         &self.url
     }
 
     /// The key of `rel` (validated; `""` is the prefix itself).
-    fn key(&self, rel: &str) -> Result<ObjPath, PathError> {
+    pub(super) fn key(&self, rel: &str) -> Result<ObjPath, PathError> {
         let raw = match (self.prefix.is_empty(), rel.is_empty()) {
             (_, true) => self.prefix.clone(),
             (true, false) => rel.to_string(),
@@ -202,7 +207,7 @@ impl ObjectRoot {
     }
 
     /// Checks a request path and refuses hidden and reserved names.
-    fn checked<'a>(&self, raw: &'a [u8]) -> Result<&'a str, PathError> {
+    pub(super) fn checked<'a>(&self, raw: &'a [u8]) -> Result<&'a str, PathError> {
         let path = validate_path(raw)?;
         if path.split('/').next() == Some(RESERVED) && !path.is_empty() {
             return Err(PathError::Hidden);
@@ -214,7 +219,7 @@ impl ObjectRoot {
     }
 
     /// Whether anything lies under `rel/` (a "directory" of a flat store).
-    async fn has_children(&self, rel: &str) -> Result<bool, PathError> {
+    pub(super) async fn has_children(&self, rel: &str) -> Result<bool, PathError> {
         let key = self.key(rel)?;
         let mut list = self.store.list(Some(&key));
         match bounded(list.next()).await? {
@@ -223,7 +228,7 @@ impl ObjectRoot {
         }
     }
 
-    async fn head(&self, rel: &str) -> Result<Option<ObjectMeta>, PathError> {
+    pub(super) async fn head(&self, rel: &str) -> Result<Option<ObjectMeta>, PathError> {
         let key = self.key(rel)?;
         match bounded(self.store.head(&key)).await? {
             Ok(m) => Ok(Some(m)),
@@ -470,6 +475,11 @@ impl ObjectBlob {
             Ok(Err(e)) => tracing::warn!("could not keep the hash in the store: {e}"),
             Err(e) => tracing::warn!("could not keep the hash in the store: {e}"),
         }
+    }
+
+    /// The version's `ETag`, as the store gave it.
+    pub fn etag(&self) -> Option<&str> {
+        self.etag.as_deref()
     }
 
     /// The object's key in the store (for logs).

@@ -560,3 +560,138 @@ fn a_cluster_over_one_bucket_serves_every_protocol_and_survives_a_killed_node() 
         big.len()
     );
 }
+
+#[test]
+fn uploads_into_the_bucket_appear_whole_and_verified_or_not_at_all() {
+    let Some(g) = Garage::start() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let srv = node(&g, tmp.path(), &["--upload", "--max-upload-size", "100M"]);
+    assert!(srv.startup.contains("uploads on"), "{}", srv.startup);
+    let big = random_bytes(20 << 20, 1407); // a multipart upload (8 MiB parts)
+    let small = b"small upload\n".to_vec();
+    write_file(tmp.path(), "big.bin", &big);
+    write_file(tmp.path(), "small.txt", &small);
+    write_file(tmp.path(), "empty", b"");
+    let run = ferry(
+        tmp.path(),
+        &[
+            "put",
+            &srv.host(),
+            "big.bin",
+            "small.txt",
+            "empty",
+            "--to",
+            "up",
+        ],
+    )
+    .ok();
+    assert!(
+        run.stderr.contains("verified") || run.stderr.contains("uploaded"),
+        "{run}"
+    );
+    // Read back with rclone, not ferry: the objects are in the bucket.
+    let client = g.client();
+    let cat = |key: &str| {
+        let out = tmp.path().join("cat.out");
+        client.rclone(&[
+            "copyto",
+            &format!("g:ferry/{key}"),
+            &out.display().to_string(),
+        ]);
+        fs::read(&out).unwrap()
+    };
+    assert!(cat("pub/up/big.bin") == big, "the multipart object differs");
+    assert_eq!(cat("pub/up/small.txt"), small);
+    assert_eq!(cat("pub/up/empty"), b"");
+    // The uploader's hash is kept for every node: a second node serves
+    // the object without hashing it.
+    let other = node(&g, tmp.path(), &[]);
+    ferry(
+        tmp.path(),
+        &["get", &other.host(), "up/big.bin", "-o", "back.bin"],
+    )
+    .ok();
+    assert!(fs::read(tmp.path().join("back.bin")).unwrap() == big);
+    assert!(
+        other
+            .stderr()
+            .contains("object hash found in the store: pub/up/big.bin"),
+        "{}",
+        other.stderr()
+    );
+    // No overwrite without --overwrite; curl -T works; a PUT whose
+    // declared hash is wrong, or whose body is cut, leaves nothing.
+    let run = ferry(tmp.path(), &["put", &srv.host(), "small.txt", "--to", "up"]).fails();
+    assert!(run.stderr.contains("already exists"), "{run}");
+    let curl = tool("curl").expect("curl");
+    let st = Command::new(&curl)
+        .args(["-sSf", "-o", "/dev/null", "-T"])
+        .arg(tmp.path().join("small.txt"))
+        .arg(format!("http://{}/curl.txt", srv.host()))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(cat("pub/curl.txt"), small);
+    let wrong = "0".repeat(64);
+    let code = String::from_utf8(
+        Command::new(&curl)
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-T"])
+            .arg(tmp.path().join("big.bin"))
+            .args(["-H", &format!("X-Ferry-Blake3: {wrong}")])
+            .arg(format!("http://{}/bad.bin", srv.host()))
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(code.starts_with('4'), "a wrong hash was answered {code}");
+    let mut w = std::net::TcpStream::connect(srv.addr).unwrap();
+    use std::io::Write;
+    w.write_all(
+        format!(
+            "PUT /cut.bin HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+            big.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    w.write_all(&big[..12 << 20]).unwrap();
+    drop(w);
+    std::thread::sleep(Duration::from_millis(500));
+    let listing = g.rclone(&["lsf", "-R", "g:ferry/pub"]);
+    assert!(
+        !listing.contains("bad.bin"),
+        "a mismatched upload appeared: {listing}"
+    );
+    assert!(
+        !listing.contains("cut.bin"),
+        "a cut upload appeared: {listing}"
+    );
+    // Hidden names and keys outside the prefix are refused as targets.
+    for target in ["/.hidden", "/%2e%2e/escape.txt", "/.ferry/blake3/x"] {
+        let code = String::from_utf8(
+            Command::new(&curl)
+                .args([
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "--path-as-is",
+                    "-T",
+                ])
+                .arg(tmp.path().join("small.txt"))
+                .arg(format!("http://{}{target}", srv.host()))
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
+        assert!(code.starts_with('4'), "PUT {target} answered {code}");
+    }
+    let all = g.rclone(&["lsf", "-R", "g:ferry"]);
+    assert!(
+        !all.contains("escape.txt") && !all.contains(".hidden"),
+        "{all}"
+    );
+}
