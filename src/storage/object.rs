@@ -343,18 +343,21 @@ impl ObjectRoot {
         Ok(out)
     }
 
-    /// Whether the store answers a listing of the prefix.
+    /// Whether the store answers, with this key and bucket: a `HEAD` of a
+    /// reserved key, which a missing object answers as well as an existing
+    /// one. (Not a listing: one key that no path can name would fail that
+    /// and take a healthy node out of rotation.)
     ///
     /// # Errors
     ///
-    /// What failed.
+    /// What failed: the store unreachable, the key refused, no bucket.
     pub async fn check(&self) -> io::Result<()> {
-        let key = self.key("").map_err(io::Error::other)?;
-        let prefix = (!key.as_ref().is_empty()).then_some(&key);
-        let mut list = self.store.list(prefix);
-        match list.next().await {
-            Some(Err(e)) => Err(io::Error::other(e)),
-            _ => Ok(()),
+        let key = self
+            .key(&format!("{RESERVED}/health"))
+            .map_err(io::Error::other)?;
+        match self.store.head(&key).await {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(io::Error::other(e)),
         }
     }
 }

@@ -217,6 +217,31 @@ fn no_request_reaches_a_key_outside_the_prefix() {
     // The reserved prefix is neither listed nor served, even with --hidden.
     let ls = ferry(tmp.path(), &["ls", &srv.host()]).ok();
     assert!(!ls.stdout.contains(".ferry"), "{ls}");
+    // Keys that no path can name, written past any ordinary client: never
+    // reachable; the node stays healthy and keeps serving the rest.
+    let client = g.client();
+    client.put_raw_key("pub/../up.txt", secret);
+    client.put_raw_key("pub/a//b.txt", secret);
+    client.put_raw_key("pub/./dot.txt", secret);
+    for path in [
+        &b"../up.txt"[..],
+        b"up.txt",
+        b"a//b.txt",
+        b"a/b.txt",
+        b"./dot.txt",
+        b"dot.txt",
+    ] {
+        let (_, all) = native_get(srv.addr, path);
+        assert!(!contains(&all, secret), "{path:?}: native leaks a raw key");
+        let (_, all) = http_get(srv.addr, &url_path(path, false));
+        assert!(!contains(&all, secret), "{path:?}: HTTP leaks a raw key");
+    }
+    assert_eq!(http_get(srv.addr, "/_ferry/health").0, 200);
+    ferry(
+        tmp.path(),
+        &["get", &srv.host(), "a/inside.txt", "-o", "in", "-q"],
+    )
+    .ok();
     // Look-alikes that are real keys inside are served as themselves.
     let run = ferry(tmp.path(), &["get", &srv.host(), "...", "-o", "dots", "-q"]).ok();
     drop(run);

@@ -1484,6 +1484,41 @@ impl S3Client {
     }
 }
 
+impl S3Client {
+    /// PUTs `data` under `key` exactly as written (`..`, `//` and all),
+    /// with curl's own SigV4 signing: keys no ordinary client would make.
+    pub fn put_raw_key(&self, key: &str, data: &[u8]) {
+        let curl = tool("curl").expect("curl is not installed");
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(tmp.path(), data).unwrap();
+        let code = Command::new(curl)
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--path-as-is",
+            ])
+            .arg("--aws-sigv4")
+            .arg(format!("aws:amz:{}:s3", self.var("AWS_REGION")))
+            .arg("--user")
+            .arg(format!(
+                "{}:{}",
+                self.var("AWS_ACCESS_KEY_ID"),
+                self.var("AWS_SECRET_ACCESS_KEY")
+            ))
+            // Garage wants the payload hash header, which curl 7.88 omits.
+            .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD", "-T"])
+            .arg(tmp.path())
+            .arg(format!("{}/ferry/{key}", self.var("AWS_ENDPOINT_URL")))
+            .output()
+            .expect("run curl");
+        let code = String::from_utf8_lossy(&code.stdout).into_owned();
+        assert_eq!(code, "200", "PUT {key} with curl --aws-sigv4");
+    }
+}
+
 impl Drop for Garage {
     fn drop(&mut self) {
         self.stop();
