@@ -106,9 +106,11 @@ fn summary(s: &HttpSaved, no_verify: bool) -> String {
 /// Most files one `-r` over HTTP walks (a bound, like the native walk's).
 const MAX_TREE_FILES: usize = 1_000_000;
 
-/// `-r` over HTTP from a ferry server: its JSON listings walked, each file
-/// fetched as a single download into OUT/<last component>/..., files
-/// already there (same size and time) skipped.
+/// `-r` over HTTP from a ferry server: its JSON listings walked, then the
+/// files fetched into OUT/<last component>/..., files already there (same
+/// size and time) skipped. With `-j N` the files are spread over N
+/// kept-alive connections, N requests in flight at once (the listings are
+/// walked first, on one).
 async fn trees(
     a: &GetArgs,
     urls: &[String],
@@ -116,69 +118,117 @@ async fn trees(
     opts: &HttpOptions,
     cancel: &CancellationToken,
 ) -> Result<ExitCode> {
-    use crate::client::http::http_list;
-    use crate::protocol::EntryKind;
     let out = a.output.clone().unwrap_or_else(|| ".".into());
     let mut failures = 0;
-    let mut files = 0usize;
+    let mut files = Vec::new();
     for url in urls {
-        let base = url.trim_end_matches('/').to_string();
-        let top = base.rsplit('/').next().unwrap_or("");
-        let top = percent_encoding::percent_decode_str(top)
-            .decode_utf8_lossy()
-            .into_owned();
-        let root = match crate::client::local_name(&top) {
-            Ok(n) if !base.ends_with("://") && base.matches('/').count() > 2 => out.join(n),
-            _ => out.clone(),
+        failures += walk(url, &out, opts, &mut files).await?;
+    }
+    let workers = a.jobs.max(1) as usize;
+    let queue = std::sync::Mutex::new(files.into_iter());
+    let failed = std::sync::atomic::AtomicUsize::new(0);
+    let interrupted = std::sync::atomic::AtomicBool::new(false);
+    let worker = || async {
+        // Each worker its own connection; one file per request (no ranges
+        // within a file when the tree is spread), bars only when alone.
+        let opts = HttpOptions {
+            jobs: 1,
+            pool: Default::default(),
+            ..opts.clone()
         };
-        let mut stack = vec![(base.clone(), root)];
-        while let Some((dir_url, local)) = stack.pop() {
-            let entries = match http_list(&format!("{dir_url}/"), opts).await {
-                Ok(e) => e,
+        let mut get = get.clone();
+        if workers > 1 {
+            get.progress = crate::client::Progress::Hidden;
+        }
+        loop {
+            let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+            let Some((url, local)) = next else { break };
+            if let Err(e) = std::fs::create_dir_all(&local) {
+                error_line(format!("{}: {e}", local.display()));
+                failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                continue;
+            }
+            let dest = Destination::Dir(local);
+            match http_get(&url, &dest, &get, &opts).await {
+                Ok(s) if s.up_to_date => {}
+                Ok(s) => {
+                    if !a.quiet {
+                        note(summary(&s, a.no_verify));
+                    }
+                }
+                Err(e) if cancel.is_cancelled() => {
+                    error_line(&e);
+                    interrupted.store(true, std::sync::atomic::Ordering::Relaxed);
+                    break;
+                }
                 Err(e) => {
                     error_line(&e);
-                    failures += 1;
-                    continue;
-                }
-            };
-            for e in entries {
-                let Ok(name) = crate::protocol::validate_name(&e.name) else {
-                    continue;
-                };
-                let enc: String =
-                    percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC)
-                        .collect();
-                let child = format!("{dir_url}/{enc}");
-                match e.kind {
-                    EntryKind::Dir => stack.push((child, local.join(name))),
-                    EntryKind::File => {
-                        files += 1;
-                        if files > MAX_TREE_FILES {
-                            bail!("more than {MAX_TREE_FILES} files: stopped");
-                        }
-                        std::fs::create_dir_all(&local)?;
-                        let dest = Destination::Dir(local.clone());
-                        match http_get(&child, &dest, get, opts).await {
-                            Ok(s) if s.up_to_date => {}
-                            Ok(s) => {
-                                if !a.quiet {
-                                    note(summary(&s, a.no_verify));
-                                }
-                            }
-                            Err(e) if cancel.is_cancelled() => {
-                                error_line(&e);
-                                return Ok(ExitCode::from(super::EXIT_INTERRUPTED));
-                            }
-                            Err(e) => {
-                                error_line(&e);
-                                failures += 1;
-                            }
-                        }
-                    }
-                    EntryKind::Symlink | EntryKind::Other => {}
+                    failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
             }
         }
+    };
+    futures_util::future::join_all((0..workers).map(|_| worker())).await;
+    if interrupted.into_inner() {
+        return Ok(ExitCode::from(super::EXIT_INTERRUPTED));
     }
-    Ok(exit_for(failures))
+    Ok(exit_for(failures + failed.into_inner()))
+}
+
+/// Walks the JSON listings under `url` (on `opts`' kept-alive connection),
+/// adding each file's URL and the local directory it goes into to `files`.
+/// Returns how many listings failed (each said in a line).
+///
+/// # Errors
+///
+/// More than [`MAX_TREE_FILES`] files.
+async fn walk(
+    url: &str,
+    out: &std::path::Path,
+    opts: &HttpOptions,
+    files: &mut Vec<(String, std::path::PathBuf)>,
+) -> Result<usize> {
+    use crate::client::http::http_list;
+    use crate::protocol::EntryKind;
+    let mut failures = 0;
+    let base = url.trim_end_matches('/').to_string();
+    let top = base.rsplit('/').next().unwrap_or("");
+    let top = percent_encoding::percent_decode_str(top)
+        .decode_utf8_lossy()
+        .into_owned();
+    let root = match crate::client::local_name(&top) {
+        Ok(n) if !base.ends_with("://") && base.matches('/').count() > 2 => out.join(n),
+        _ => out.to_path_buf(),
+    };
+    let mut stack = vec![(base, root)];
+    while let Some((dir_url, local)) = stack.pop() {
+        let entries = match http_list(&format!("{dir_url}/"), opts).await {
+            Ok(e) => e,
+            Err(e) => {
+                error_line(&e);
+                failures += 1;
+                continue;
+            }
+        };
+        for e in entries {
+            let Ok(name) = crate::protocol::validate_name(&e.name) else {
+                continue;
+            };
+            let enc: String =
+                percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC)
+                    .collect();
+            let child = format!("{dir_url}/{enc}");
+            match e.kind {
+                EntryKind::Dir => stack.push((child, local.join(name))),
+                EntryKind::File => {
+                    if files.len() == MAX_TREE_FILES {
+                        bail!("more than {MAX_TREE_FILES} files: stopped");
+                    }
+                    files.push((child, local.clone()));
+                }
+                EntryKind::Symlink | EntryKind::Other => {}
+            }
+        }
+    }
+    Ok(failures)
 }

@@ -498,6 +498,55 @@ fn http_split_download_resumes_its_ranges_and_restarts_when_the_file_changed() {
 
 /// The most requests the server's log says one HTTP connection carried
 /// (its `disconnected: http: N request(s)` lines).
+/// The request counts of the server's finished HTTP connections.
+fn requests_per_connection(log: &str) -> Vec<usize> {
+    log.lines()
+        .filter_map(|l| l.split("disconnected: http: ").nth(1))
+        .filter_map(|rest| rest.split(' ').next()?.parse().ok())
+        .collect()
+}
+
+/// `-r -j N` over HTTP spreads a tree's files over N kept-alive
+/// connections, each carrying several requests, and saves every file.
+#[test]
+fn http_get_r_with_jobs_spreads_the_files_over_kept_alive_connections() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let files: Vec<(String, Vec<u8>)> = (0..12)
+        .map(|i| {
+            (
+                format!("t/d{}/f{i}.bin", i % 3),
+                random_bytes(200_000 + i * 1000, 900 + i as u64),
+            )
+        })
+        .collect();
+    for (name, data) in &files {
+        write_file(&root, name, data);
+    }
+    let srv = Server::start_logging(&root, &[], Some("ferry=debug"));
+    let url = format!("http://{}/t", srv.host());
+    let r = ferry(tmp.path(), &["get", "-r", "-j", "3", &url, "-o", "tree"]).ok();
+    for (name, data) in &files {
+        let got = fs::read(tmp.path().join("tree").join(name)).unwrap();
+        assert!(got == *data, "{name} differs\n{r}");
+    }
+    assert_eq!(r.stderr.matches("saved ").count(), 12, "{r}");
+    // 4 listings and 12 files: at least three connections served files,
+    // and no connection served a single request only.
+    let busy = wait_until(Duration::from_secs(30), Duration::from_millis(50), || {
+        requests_per_connection(&srv.stderr()).len() >= 4
+    });
+    let counts = requests_per_connection(&srv.stderr());
+    assert!(busy, "fewer connections than expected: {counts:?}");
+    assert!(
+        counts.iter().filter(|&&n| n >= 2).count() >= 3,
+        "files were not spread over kept-alive connections: {counts:?}"
+    );
+    assert_eq!(counts.iter().sum::<usize>(), 16, "{counts:?}");
+    let again = ferry(tmp.path(), &["get", "-r", "-j", "3", &url, "-o", "tree"]).ok();
+    assert!(!again.stderr.contains("saved"), "{again}");
+}
+
 fn most_requests_on_one_connection(log: &str) -> usize {
     log.lines()
         .filter_map(|l| l.split("disconnected: http: ").nth(1))
