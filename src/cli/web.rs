@@ -128,12 +128,18 @@ async fn trees(
     let queue = std::sync::Mutex::new(files.into_iter());
     let failed = std::sync::atomic::AtomicUsize::new(0);
     let interrupted = std::sync::atomic::AtomicBool::new(false);
-    let worker = || async {
-        // Each worker its own connection; one file per request (no ranges
-        // within a file when the tree is spread), bars only when alone.
+    let (queue, failed, interrupted) = (&queue, &failed, &interrupted);
+    let worker = |i: usize| async move {
+        // Each worker its own connection (the first goes on with the
+        // walk's); one file per request (no ranges within a file when the
+        // tree is spread), bars only when alone.
         let opts = HttpOptions {
             jobs: 1,
-            pool: Default::default(),
+            pool: if i == 0 {
+                opts.pool.clone()
+            } else {
+                Default::default()
+            },
             ..opts.clone()
         };
         let mut get = get.clone();
@@ -168,11 +174,13 @@ async fn trees(
             }
         }
     };
-    futures_util::future::join_all((0..workers).map(|_| worker())).await;
-    if interrupted.into_inner() {
+    futures_util::future::join_all((0..workers).map(worker)).await;
+    if interrupted.load(std::sync::atomic::Ordering::Relaxed) {
         return Ok(ExitCode::from(super::EXIT_INTERRUPTED));
     }
-    Ok(exit_for(failures + failed.into_inner()))
+    Ok(exit_for(
+        failures + failed.load(std::sync::atomic::Ordering::Relaxed),
+    ))
 }
 
 /// Walks the JSON listings under `url` (on `opts`' kept-alive connection),
