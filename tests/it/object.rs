@@ -141,13 +141,44 @@ fn a_bucket_is_served_over_every_protocol_and_lists_like_a_directory() {
         "{ls}"
     );
 
+    // Inside TLS too (every protocol rides it unchanged).
+    let state = tmp.path().join("state");
+    let tls = Server::start_url(
+        "s3://ferry/pub",
+        tmp.path(),
+        &["--tls"],
+        &[
+            g.env_pairs(),
+            vec![("XDG_STATE_HOME", state.to_str().unwrap())],
+        ]
+        .concat(),
+    );
+    let pin = crate::tls::fingerprint_of(&tls);
+    ferry(
+        &out,
+        &[
+            "get",
+            "--pin",
+            &pin,
+            &tls.host(),
+            "big.bin",
+            "-o",
+            "tls.bin",
+            "-q",
+        ],
+    )
+    .ok();
+    assert!(fs::read(out.join("tls.bin")).unwrap() == big, "TLS bytes");
+    let https = curl_bytes(&format!("https://{}/dir/small.txt", tls.host()), &["-k"]);
+    assert_eq!(https, small);
+
     // Streamed: the server never holds an object, nor most of one.
     let peak = peak_rss_kib(srv.pid());
     assert!(
         peak < 64 * 1024,
         "ferry serve peaked at {peak} KiB serving a 64 MiB object three times"
     );
-    println!("FIGURE object backend: 64 MiB object over native, HTTP and the tutorial's protocol; server peak RSS {peak} KiB");
+    println!("FIGURE object backend: 64 MiB object over native, HTTP and the tutorial's protocol (and native and HTTPS over TLS from a second node); server peak RSS {peak} KiB");
 }
 
 #[test]

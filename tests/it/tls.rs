@@ -91,7 +91,7 @@ fn s(p: &Path) -> String {
 }
 
 /// The `sha256:...` fingerprint in the server's startup lines.
-fn fingerprint_of(server: &Server) -> String {
+pub(crate) fn fingerprint_of(server: &Server) -> String {
     assert!(
         server.wait_stdout(std::time::Duration::from_secs(10), |l| l
             .contains("TLS sha256:")),
