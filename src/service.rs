@@ -470,10 +470,83 @@ impl FileService {
         }
     }
 
+    /// The bytes `offset..offset + len` of an object. When that is the
+    /// whole object and its hash is not known yet, the hash another node
+    /// kept in the store is looked for first; failing that, the body hashes
+    /// what passes through, and once all of it has passed the hash is
+    /// cached and kept in the store for every node. So the object is read
+    /// once, never once to send and once more to hash.
+    ///
+    /// # Errors
+    ///
+    /// The store's refusal to start the read.
+    pub async fn object_body(
+        self: &Arc<Self>,
+        blob: &ObjectBlob,
+        info: &FileInfo,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<ByteStream> {
+        let body = blob.range(offset, len).await?;
+        if offset != 0 || len != info.size || len == 0 || self.known_hash(info).is_some() {
+            return Ok(body);
+        }
+        if let Some(h) = blob.shared_hash().await {
+            tracing::info!("object hash found in the store: {}", blob.key());
+            self.hashes.insert_object(info, h);
+            return Ok(body);
+        }
+        Ok(hashing_body(self.clone(), blob.clone(), *info, body))
+    }
+
+    /// Whether a send of these bytes hashes them on the way
+    /// ([`FileService::object_body`]): then the hash is known once the body
+    /// has been sent, and asking for it earlier would read the object twice.
+    pub fn hashes_while_sending(&self, f: &OpenFile, offset: u64, len: u64) -> bool {
+        matches!(f.content, Content::Object(_))
+            && offset == 0
+            && len == f.info.size
+            && len > 0
+            && self.known_hash(&f.info).is_none()
+    }
+
     /// The hash of this version of a file, if already known (never computes).
     pub fn known_hash(&self, info: &FileInfo) -> Option<[u8; HASH_LEN]> {
         self.hashes.cached(info)
     }
+}
+
+/// `body` (all of `blob`), hashed as it passes; at its end the hash is
+/// cached, and kept in the store unless another node already did.
+fn hashing_body(
+    svc: Arc<FileService>,
+    blob: ObjectBlob,
+    info: FileInfo,
+    body: ByteStream,
+) -> ByteStream {
+    use futures_util::StreamExt;
+    let mut hasher = Some(blake3::Hasher::new());
+    let mut seen = 0u64;
+    body.map(move |chunk| {
+        if let (Ok(c), Some(h)) = (&chunk, hasher.as_mut()) {
+            h.update(c);
+            seen += c.len() as u64;
+            if seen == info.size {
+                let hash = *h.finalize().as_bytes();
+                hasher = None;
+                svc.hashes.insert_object(&info, hash);
+                tracing::info!("object hashed: {} ({seen} bytes, while sent)", blob.key());
+                let blob = blob.clone();
+                tokio::spawn(async move {
+                    if blob.shared_hash().await.is_none() {
+                        blob.keep_hash(hash).await;
+                    }
+                });
+            }
+        }
+        chunk
+    })
+    .boxed()
 }
 
 /// The runtime to run an object store's requests from a blocking thread.

@@ -176,6 +176,12 @@ impl HashCache {
         res
     }
 
+    /// Keeps `hash` for the version `info` of an object (whose key carries
+    /// its ETag, so no racy window applies), unless already known.
+    pub fn insert_object(&self, info: &FileInfo, hash: [u8; HASH_LEN]) {
+        let _ = self.slot(HashKey::from(info)).set(hash);
+    }
+
     /// The hash of the version `info` (of `size` bytes), computed by
     /// `compute` if not known: for storage that is not a local file (an
     /// object, whose version key carries its ETag, so no racy window

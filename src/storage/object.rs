@@ -399,6 +399,11 @@ impl ObjectBlob {
         if len == 0 {
             return Ok(futures_util::stream::empty().boxed());
         }
+        tracing::debug!(
+            "store read: {} bytes {offset}..{}",
+            self.key.as_ref(),
+            offset + len
+        );
         let opts = GetOptions {
             range: Some(GetRange::Bounded(offset..offset + len)),
             if_match: self.etag.clone(),

@@ -371,12 +371,16 @@ fn a_hash_computed_by_one_node_is_found_by_the_others_in_the_store() {
         "node A did not say it hashed f.bin:\n{}",
         a.stderr()
     );
-    let kept = g.rclone(&["cat", "g:ferry/pub/.ferry/blake3/"]);
+    // Read from the store once: hashed on its way to the client.
+    let reads = a.stderr().matches("store read: pub/f.bin").count();
+    assert_eq!(reads, 1, "node A read the object {reads} times");
+    // Kept in the store (in the background, once the body has passed).
     let want = blake3::hash(&data).to_hex().to_string();
-    assert!(
-        kept.contains(&want),
-        "the store does not hold the hash: {kept}"
-    );
+    let kept = wait_until(PATIENCE, Duration::from_millis(100), || {
+        g.rclone(&["cat", "g:ferry/pub/.ferry/blake3/"])
+            .contains(&want)
+    });
+    assert!(kept, "the store does not hold the hash");
     let run = ferry(tmp.path(), &["get", &b.host(), "f.bin", "-o", "b.bin"]).ok();
     assert!(run.stderr.contains("verified"), "{run}");
     assert!(

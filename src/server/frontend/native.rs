@@ -321,16 +321,28 @@ async fn handle_get(
     } else {
         // The body and the hash proceed side by side: the first body byte
         // never waits for the hash, which only the trailer needs.
+        let owned = ctx.service_owned();
         let send = async {
             match &opened.content {
                 Content::Local(file) => conn.send_file(file, offset, length).await,
                 Content::Object(blob) => {
-                    let body = blob.range(offset, length).await?;
+                    let body = owned.object_body(blob, &info, offset, length).await?;
                     conn.send_stream(body, length).await
                 }
             }
         };
-        let (sent, hash) = tokio::join!(send, service.hash(&opened));
+        // An object sent whole is hashed on its way (one read, not two):
+        // its hash is asked for once it has passed.
+        let (sent, hash) = if service.hashes_while_sending(&opened, offset, length) {
+            let sent = send.await;
+            let hash = match &sent {
+                Ok(()) => service.hash(&opened).await,
+                Err(_) => Err(std::io::Error::other("not sent")),
+            };
+            (sent, hash)
+        } else {
+            tokio::join!(send, service.hash(&opened))
+        };
         if let Err(e) = sent {
             return Err(End::Broken(format!(
                 "sending {} failed after header: {e}",

@@ -108,7 +108,11 @@ async fn serve_file(mut stream: Stream, head: &[u8], ctx: &ConnCtx<'_>) -> Strin
     let limit = ctx.write_limit();
     let sent = match opened.content {
         Content::Local(file) => stream.send_file(&[], &file, 0, info.size, &limit).await,
-        Content::Object(blob) => match blob.range(0, info.size).await {
+        Content::Object(blob) => match ctx
+            .service_owned()
+            .object_body(&blob, &info, 0, info.size)
+            .await
+        {
             Ok(body) => copy_stream_to(&mut stream, &[], body, info.size, &limit).await,
             Err(e) => Err(e),
         },

@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use tracing::info;
 
 use super::io::InFlight;
-use crate::storage::{ByteStream, ObjectBlob};
+use crate::storage::ByteStream;
 
 /// Bytes read from a file per chunk: large enough that the trip to the
 /// blocking pool is cheap per byte, small enough that a hundred clients
@@ -193,10 +193,13 @@ impl Body {
         }
     }
 
-    /// Bytes `offset..offset + len` of an object, requested from the store
+    /// `len` bytes of an object, requested from the store (by `start`)
     /// when hyper first asks for them.
-    pub(crate) fn object(blob: ObjectBlob, offset: u64, len: u64, log: AccessLog) -> Self {
-        let start = Box::pin(async move { blob.range(offset, len).await });
+    pub(crate) fn object(
+        start: futures_util::future::BoxFuture<'static, io::Result<ByteStream>>,
+        len: u64,
+        log: AccessLog,
+    ) -> Self {
         Body {
             kind: Kind::Object(ObjectRange::Starting(start)),
             remaining: Some(len),

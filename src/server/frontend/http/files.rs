@@ -248,7 +248,11 @@ pub(crate) fn respond(
     } else {
         match opened.content {
             Content::Local(file) => Body::file(file, offset, len, log),
-            Content::Object(blob) => Body::object(blob, offset, len, log),
+            Content::Object(blob) => {
+                let svc = service.clone();
+                let body = async move { svc.object_body(&blob, &info, offset, len).await };
+                Body::object(Box::pin(body), len, log)
+            }
         }
         .on_complete(hash_after)
     };
