@@ -37,6 +37,14 @@ pub use prehash::Prehash;
 pub use upload::{UploadTask, UPLOAD_CHUNK};
 
 /// Where a service's files are.
+///
+/// An enum rather than a trait object (which STYLE.md sketches): the two
+/// backends differ in what an opened file *is* (a local `File` that the
+/// kernel can `sendfile`, or an object read by ranged requests), where
+/// their calls run (the blocking pool, or async requests to the store),
+/// and what they can do ahead (hashing a local tree). A trait would hide
+/// exactly the differences the front-ends use to stay zero-copy; the
+/// match sits in this one module, and front-ends see only [`Content`].
 #[derive(Debug, Clone)]
 pub enum Storage {
     /// A local directory (zero-copy sending, hashing ahead).
