@@ -343,22 +343,22 @@ impl ObjectRoot {
         Ok(out)
     }
 
-    /// Whether the store answers, with this key and bucket: a `HEAD` of a
-    /// reserved key, which a missing object answers as well as an existing
-    /// one. (Not a listing: one key that no path can name would fail that
-    /// and take a healthy node out of rotation.)
+    /// Whether the store answers, with this key and bucket: a listing of
+    /// the reserved `.ferry/` (a few names, all ferry's own). Not a listing
+    /// of the served prefix, where one key that no path can name would
+    /// fail it and take a healthy node out of rotation; not a `HEAD` of a
+    /// missing key, which S3 answers 403 to a key without `ListBucket`.
     ///
     /// # Errors
     ///
     /// What failed: the store unreachable, the key refused, no bucket.
     pub async fn check(&self) -> io::Result<()> {
-        let key = self
-            .key(&format!("{RESERVED}/health"))
-            .map_err(io::Error::other)?;
-        match self.store.head(&key).await {
-            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(io::Error::other(e)),
-        }
+        let key = self.key(RESERVED).map_err(io::Error::other)?;
+        self.store
+            .list_with_delimiter(Some(&key))
+            .await
+            .map(drop)
+            .map_err(io::Error::other)
     }
 }
 
