@@ -73,6 +73,9 @@ pub enum ObjectError {
     /// A plain-HTTP endpoint that is not on this machine.
     #[error("refusing plain-HTTP endpoint {0}: only loopback endpoints may skip TLS")]
     PlainHttp(String),
+    /// A store other than AWS itself, and no key to present to it.
+    #[error("no credentials for {0}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")]
+    NoCredentials(String),
     /// The store's client refused the configuration.
     #[error("object store: {0}")]
     Config(#[from] object_store::Error),
@@ -158,6 +161,20 @@ impl ObjectRoot {
             .clone()
             .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
             .or_else(|| std::env::var("AWS_ENDPOINT").ok());
+        // Without keys the client would ask AWS's instance metadata service
+        // (169.254.169.254), right on EC2 and wrong anywhere else: for a
+        // store of one's own, say what is missing instead.
+        let has_keys = [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        ]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()));
+        if let Some(e) = endpoint.as_ref().filter(|_| !has_keys) {
+            return Err(ObjectError::NoCredentials(e.clone()));
+        }
         // No total timeout: a body may take as long as the client takes to
         // read it (each chunk is bounded instead, see `STORE_TIMEOUT`).
         let mut client = ClientOptions::new()
@@ -606,6 +623,14 @@ mod tests {
             endpoint: Some("http://127.0.0.1:1".into()),
             region: Some("garage".into()),
         };
+        // The only test that reads these variables: no other thread races.
+        std::env::remove_var("AWS_ACCESS_KEY_ID");
+        assert!(matches!(
+            ObjectRoot::connect("s3://b/pub/", &cfg, RootOptions::default()),
+            Err(ObjectError::NoCredentials(_))
+        ));
+        std::env::set_var("AWS_ACCESS_KEY_ID", "ferry-unit-test");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "ferry-unit-test");
         let r = ObjectRoot::connect("s3://b/pub/", &cfg, RootOptions::default()).unwrap();
         assert_eq!(r.url(), "s3://b/pub");
         assert_eq!(r.key("").unwrap().as_ref(), "pub");

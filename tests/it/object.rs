@@ -432,6 +432,15 @@ fn health_follows_the_store_and_a_bad_store_fails_at_startup() {
     )
     .fails();
     assert!(run.stderr.contains("cannot serve s3://ferry/pub"), "{run}");
+    // No keys for a store of one's own: said, not looked for elsewhere.
+    let endpoint = g.var("AWS_ENDPOINT_URL");
+    let run = ferry_env(
+        tmp.path(),
+        &["serve", "s3://ferry/pub", "--port", "0"],
+        &[("AWS_ENDPOINT_URL", endpoint.as_str())],
+    )
+    .fails();
+    assert!(run.stderr.contains("no credentials"), "{run}");
     let run = ferry_env(
         tmp.path(),
         &[
