@@ -40,6 +40,9 @@ pub(crate) struct AccessLog {
     pub(crate) started: Instant,
     pub(crate) bytes: u64,
     in_flight: Option<InFlight>,
+    /// Logged at debug level only (a balancer's health checks, every
+    /// second, would drown the log).
+    quiet: bool,
 }
 
 impl AccessLog {
@@ -54,7 +57,14 @@ impl AccessLog {
             started: Instant::now(),
             bytes: 0,
             in_flight: Some(in_flight.clone()),
+            quiet: false,
         }
+    }
+
+    /// The same line, at debug level only.
+    pub(crate) fn quiet(mut self) -> Self {
+        self.quiet = true;
+        self
     }
 }
 
@@ -63,12 +73,17 @@ impl Drop for AccessLog {
         if let Some(n) = self.in_flight.take() {
             n.fetch_sub(1, Ordering::AcqRel);
         }
+        let elapsed_ms = self.started.elapsed().as_millis() as u64;
+        if self.quiet {
+            tracing::debug!(method = %self.method, path = %self.path, status = self.status, elapsed_ms, "HTTP");
+            return;
+        }
         info!(
             method = %self.method,
             path = %self.path,
             status = self.status,
             bytes = self.bytes,
-            elapsed_ms = self.started.elapsed().as_millis() as u64,
+            elapsed_ms,
             "HTTP"
         );
     }

@@ -224,7 +224,7 @@ async fn health(service: Arc<FileService>, draining: bool, log: AccessLog) -> Re
         text(StatusCode::SERVICE_UNAVAILABLE, "draining", log)
     } else {
         match service.health().await {
-            Ok(()) => text(StatusCode::OK, "ok", log),
+            Ok(()) => text(StatusCode::OK, "ok", log.quiet()),
             Err(why) => {
                 tracing::warn!("health check: {why}");
                 text(StatusCode::SERVICE_UNAVAILABLE, "storage unreachable", log)
