@@ -1183,15 +1183,33 @@ pub fn tool(name: &str) -> Option<PathBuf> {
             .find(|p| p.is_file())
     });
     if found.is_none() {
-        let required = std::env::var_os("CI").is_some()
-            || std::env::var_os("FERRY_REQUIRE_TOOLS").is_some_and(|v| v == "1");
-        assert!(
-            !required,
-            "{name} is not installed but this run requires it"
-        );
-        eprintln!("skipping: {name} is not installed");
+        missing(name, "");
     }
     found
+}
+
+/// A tool this test needs is not installed: fails the test where the run
+/// requires every tool (CI, `FERRY_REQUIRE_TOOLS=1`), else says it skips.
+pub fn missing(name: &str, how: &str) {
+    let required = std::env::var_os("CI").is_some()
+        || std::env::var_os("FERRY_REQUIRE_TOOLS").is_some_and(|v| v == "1");
+    assert!(
+        !required,
+        "{name} is not installed but this run requires it{how}"
+    );
+    eprintln!("skipping: {name} is not installed");
+}
+
+/// A `ferry get --retry` that lost its node: it reconnected, resumed and
+/// verified.
+pub fn assert_reconnected_and_resumed(run: &Run) {
+    assert!(run.status.success(), "{run}");
+    assert!(
+        run.stderr.contains("reconnecting in"),
+        "no reconnect:\n{run}"
+    );
+    assert!(run.stderr.contains("resumed at"), "no resume:\n{run}");
+    assert!(run.stderr.contains("verified"), "{run}");
 }
 
 /// What `curl -sS -o /dev/null -w FORMAT ARGS...` prints, failing if curl
@@ -1355,13 +1373,7 @@ impl Garage {
             })
             || home_bin.is_some_and(|p| p.is_file());
         if !installed {
-            let required = std::env::var_os("CI").is_some()
-                || std::env::var_os("FERRY_REQUIRE_TOOLS").is_some_and(|v| v == "1");
-            assert!(
-                !required,
-                "garage is not installed but this run requires it (bash deploy/garage.sh install)"
-            );
-            eprintln!("skipping: garage is not installed");
+            missing("garage", " (bash deploy/garage.sh install)");
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -1491,30 +1503,26 @@ impl S3Client {
         let curl = tool("curl").expect("curl is not installed");
         let tmp = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(tmp.path(), data).unwrap();
-        let code = Command::new(curl)
-            .args([
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "--path-as-is",
-            ])
-            .arg("--aws-sigv4")
-            .arg(format!("aws:amz:{}:s3", self.var("AWS_REGION")))
-            .arg("--user")
-            .arg(format!(
-                "{}:{}",
-                self.var("AWS_ACCESS_KEY_ID"),
-                self.var("AWS_SECRET_ACCESS_KEY")
-            ))
+        let sigv4 = format!("aws:amz:{}:s3", self.var("AWS_REGION"));
+        let user = format!(
+            "{}:{}",
+            self.var("AWS_ACCESS_KEY_ID"),
+            self.var("AWS_SECRET_ACCESS_KEY")
+        );
+        let file = tmp.path().display().to_string();
+        let url = format!("{}/ferry/{key}", self.var("AWS_ENDPOINT_URL"));
+        #[rustfmt::skip]
+        let args = [
+            "--path-as-is", "--aws-sigv4", &sigv4, "--user", &user,
             // Garage wants the payload hash header, which curl 7.88 omits.
-            .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD", "-T"])
-            .arg(tmp.path())
-            .arg(format!("{}/ferry/{key}", self.var("AWS_ENDPOINT_URL")))
-            .output()
-            .expect("run curl");
-        let code = String::from_utf8_lossy(&code.stdout).into_owned();
+            "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD", "-T", &file, &url,
+        ];
+        let code = curl_writes(
+            tmp.path().parent().unwrap_or(Path::new("/")),
+            &curl,
+            "%{http_code}",
+            &args,
+        );
         assert_eq!(code, "200", "PUT {key} with curl --aws-sigv4");
     }
 }
