@@ -315,6 +315,15 @@ impl FileService {
             Storage::Object(o) => {
                 let _slot = self.slot().await?;
                 let (blob, info) = o.open(path).await?;
+                // Another node's hash, if it kept one: then this node's
+                // answers carry the same hash (and HTTP the same `ETag`)
+                // as that node's, and a resume moving between them holds.
+                if self.known_hash(&info).is_none() {
+                    if let Some(h) = blob.shared_hash().await {
+                        tracing::info!("object hash found in the store: {}", blob.key());
+                        self.hashes.insert_object(&info, h);
+                    }
+                }
                 Ok(OpenFile {
                     content: Content::Object(blob),
                     info,
@@ -479,8 +488,8 @@ impl FileService {
     }
 
     /// The bytes `offset..offset + len` of an object. When that is the
-    /// whole object and its hash is not known yet, the hash another node
-    /// kept in the store is looked for first; failing that, the body hashes
+    /// whole object and its hash is not known yet (not even to another
+    /// node: [`FileService::open`] looked in the store), the body hashes
     /// what passes through, and once all of it has passed the hash is
     /// cached and kept in the store for every node. So the object is read
     /// once, never once to send and once more to hash.
@@ -497,11 +506,6 @@ impl FileService {
     ) -> io::Result<ByteStream> {
         let body = blob.range(offset, len).await?;
         if offset != 0 || len != info.size || len == 0 || self.known_hash(info).is_some() {
-            return Ok(body);
-        }
-        if let Some(h) = blob.shared_hash().await {
-            tracing::info!("object hash found in the store: {}", blob.key());
-            self.hashes.insert_object(info, h);
             return Ok(body);
         }
         Ok(hashing_body(self.clone(), blob.clone(), *info, body))

@@ -289,9 +289,14 @@ fn no_request_reaches_a_key_outside_the_prefix() {
 /// Starts `ferry get HOST big.bin` through a slow relay to `victim`, and
 /// SIGKILLs it once at least `at` bytes are in the `.part`: the
 /// client is left with a partial download. Returns its bytes.
-fn cut_download(out: &Path, victim: &mut Server, at: u64) -> u64 {
+fn cut_download(out: &Path, victim: &mut Server, at: u64, http: bool) -> u64 {
     let slow = SlowProxy::start(victim.addr, 8 << 20);
-    let child = ferry_spawn(out, &["get", &slow.addr.to_string(), "big.bin"]);
+    let url = format!("http://{}/big.bin", slow.addr);
+    let child = if http {
+        ferry_spawn(out, &["get", &url])
+    } else {
+        ferry_spawn(out, &["get", &slow.addr.to_string(), "big.bin"])
+    };
     let part = out.join("big.bin.part");
     let reached = wait_until(PATIENCE, Duration::from_millis(10), || {
         part.exists() && file_len(&part) >= at
@@ -316,7 +321,7 @@ fn a_download_cut_on_one_node_resumes_on_another_and_a_rewritten_object_starts_o
     // Cut on node A, resumed on node B: the validators agree across nodes.
     let mut a = node(&g, tmp.path(), &[]);
     let b = node(&g, tmp.path(), &[]);
-    let had = cut_download(&out, &mut a, 4 << 20);
+    let had = cut_download(&out, &mut a, 4 << 20, false);
     let run = ferry(&out, &["get", &b.host(), "big.bin"]).ok();
     assert!(
         run.stderr.contains(&format!("resumed at {had}")) || run.stderr.contains("resumed at"),
@@ -336,7 +341,7 @@ fn a_download_cut_on_one_node_resumes_on_another_and_a_rewritten_object_starts_o
     // resume: node B must start over, never splice the two versions.
     fs::remove_file(out.join("big.bin")).unwrap();
     let mut c = node(&g, tmp.path(), &[]);
-    let had = cut_download(&out, &mut c, 4 << 20);
+    let had = cut_download(&out, &mut c, 4 << 20, false);
     let mut v2 = v1.clone();
     for (i, byte) in v2.iter_mut().enumerate().step_by(4096) {
         *byte = byte.wrapping_add(1 + (i % 7) as u8);
@@ -353,6 +358,33 @@ fn a_download_cut_on_one_node_resumes_on_another_and_a_rewritten_object_starts_o
         got == v2,
         "a rewritten object was spliced or stale (had {had} bytes of v1)"
     );
+
+    // Over HTTP too: node D, which has served the object whole (so knows
+    // its hash, and says it in its `ETag`), is cut; a node E that has
+    // never seen the object resumes (`If-Range` with D's `ETag`, which E
+    // must give too: it finds the hash B kept in the store).
+    fs::remove_file(out.join("big.bin")).unwrap();
+    let want = blake3::hash(&v2).to_hex().to_string();
+    let kept = wait_until(PATIENCE, Duration::from_millis(100), || {
+        g.rclone(&["cat", "g:ferry/pub/.ferry/blake3/"])
+            .contains(&want)
+    });
+    assert!(kept, "the store does not hold v2's hash");
+    let mut d = node(&g, tmp.path(), &[]);
+    ferry(&out, &["get", &d.host(), "big.bin", "-o", "warm.bin", "-q"]).ok();
+    let had = cut_download(&out, &mut d, 4 << 20, true);
+    let e = node(&g, tmp.path(), &[]);
+    let run = ferry(&out, &["get", &format!("http://{}/big.bin", e.host())]).ok();
+    assert!(
+        run.stderr.contains("resumed at"),
+        "node E did not resume node D's part over HTTP:\n{run}"
+    );
+    assert!(run.stderr.contains("verified"), "{run}");
+    assert!(
+        fs::read(out.join("big.bin")).unwrap() == v2,
+        "HTTP resumed bytes"
+    );
+    println!("FIGURE cross-node HTTP resume: {had} bytes from node D, the rest from node E");
 }
 
 #[test]
