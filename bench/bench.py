@@ -17,6 +17,7 @@ import ctypes
 import hashlib
 import datetime
 import json
+import math
 import mmap
 import os
 import random
@@ -71,12 +72,14 @@ LOSSY_DELAY_MS = env_float("FB_LOSSY_DELAY_MS", 25.0)  # one way: RTT is twice t
 LOSSY_LOSS_PCT = env_float("FB_LOSSY_LOSS_PCT", 0.5)  # each way
 LOSSY_CC = os.environ.get("FB_LOSSY_CC", "cubic")  # congestion control inside the namespaces
 LOSSY_EMU = os.environ.get("FB_LOSSY_EMU", "auto")  # auto | netem | linkem
-SCENARIOS = {s.strip() for s in os.environ.get("FB_SCENARIOS", "1,2,3,4,5,6,7,8,9").split(",") if s.strip()}
+SCENARIOS = {s.strip() for s in os.environ.get("FB_SCENARIOS", "1,2,3,4,5,6,7,8,9,10").split(",") if s.strip()}
 DUFS = os.environ.get("FB_DUFS") or shutil.which("dufs") or str(Path.home() / ".cargo/bin/dufs")
 MINISERVE = os.environ.get("FB_MINISERVE") or shutil.which("miniserve") or str(Path.home() / ".cargo/bin/miniserve")
 TMPFS = Path(os.environ.get("FB_TMPFS", "/dev/shm"))
 TIMEOUT = env_float("FB_TIMEOUT", 120.0)  # any single client command
 NGINX_WORKERS = os.environ.get("FB_NGINX_WORKERS", "auto")
+CLUSTER_NODES = env_int("FB_CLUSTER_NODES", 3)  # scenario 10: the larger cluster (and the failover one)
+KILL_AT = env_float("FB_KILL_AT", 0.25)  # scenario 10: fraction of the file received when its node is killed
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -90,6 +93,9 @@ def log(msg: str) -> None:
 # ---------------------------------------------------------------- processes
 PROCS: list[subprocess.Popen] = []
 NETNS: list[str] = []
+# Stops for what runs outside PROCS (Garage, a local cluster: started by the
+# deploy/ scripts, which record their own pids); run last first.
+STOPPERS: list = []
 CLEANUP_PATHS: list[Path] = []
 FINAL_PATHS: list[Path] = []  # removed when the benchmark ends
 
@@ -120,6 +126,12 @@ def stop(p: subprocess.Popen) -> None:
 
 
 def cleanup() -> None:
+    for fn in reversed(STOPPERS):
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - keep cleaning up
+            log(f"cleanup: {e}")
+    STOPPERS.clear()
     for p in reversed(PROCS):
         try:
             stop(p)
@@ -178,7 +190,9 @@ TIME_BIN = "/usr/bin/time"
 HAVE_TIME = os.access(TIME_BIN, os.X_OK)
 
 
-def start_client(cmd, *, stdout=subprocess.DEVNULL, timeout: float = TIMEOUT, prefix=()):
+def start_client(cmd, *, stdout=subprocess.DEVNULL, timeout: float = TIMEOUT, prefix=(), stderr=None):
+    """Starts a client command under `timeout` (and GNU time); its stderr goes
+    to bench/out/logs/clients.err unless `stderr` (a file) is given."""
     full = ["timeout", "-k", "2", f"{timeout:g}", *map(str, cmd)]
     rss_r = rss_w = None
     if HAVE_TIME:
@@ -186,18 +200,20 @@ def start_client(cmd, *, stdout=subprocess.DEVNULL, timeout: float = TIMEOUT, pr
         os.set_blocking(rss_r, False)
         full = [TIME_BIN, "-f", "%M", "-o", f"/dev/fd/{rss_w}", *full]
     full = [*prefix, *full]
-    err = open(LOGS / "clients.err", "ab")
+    err = open(LOGS / "clients.err", "ab") if stderr is None else None
     t0 = time.perf_counter()
     try:
-        p = subprocess.Popen(full, stdout=stdout, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True,
-                             pass_fds=(rss_w,) if rss_w is not None else ())
+        p = subprocess.Popen(full, stdout=stdout, stderr=err or stderr, stdin=subprocess.DEVNULL,
+                             start_new_session=True, pass_fds=(rss_w,) if rss_w is not None else ())
     finally:
-        err.close()
+        if err:
+            err.close()
         if rss_w is not None:
             os.close(rss_w)
     p._bench_t0 = t0  # type: ignore[attr-defined]
     p._bench_cmd = full  # type: ignore[attr-defined]
     p._bench_rss = rss_r  # type: ignore[attr-defined]
+    p._bench_timeout = timeout  # type: ignore[attr-defined]
     return p
 
 
@@ -220,7 +236,7 @@ def _read_rss(fd: int | None) -> int:
 
 def finish_client(p, expect=(0,)) -> Run:
     # Python's own safety net, beyond `timeout`: never wait forever.
-    guard = threading.Timer(TIMEOUT + 30, lambda: _kill_group(p.pid))
+    guard = threading.Timer(max(TIMEOUT, p._bench_timeout) + 30, lambda: _kill_group(p.pid))
     guard.start()
     try:
         _, status, ru = os.wait4(p.pid, 0)
@@ -500,8 +516,10 @@ def logfile(name: str):
     return open(LOGS / f"{name}.log", "ab")
 
 
-def start_ferry(root: Path, *, host="127.0.0.1", netns=None, extra=()) -> Server:
-    env = dict(os.environ, RUST_LOG=os.environ.get("FB_RUST_LOG", "warn"))
+def start_ferry(root: Path | str, *, host="127.0.0.1", netns=None, extra=(), env_extra=None) -> Server:
+    """`ferry serve ROOT` (a directory, or an `s3://` address as a string);
+    `env_extra`: more environment (the store's AWS_* variables)."""
+    env = {**os.environ, "RUST_LOG": os.environ.get("FB_RUST_LOG", "warn"), **(env_extra or {})}
     p = spawn(
         [*ns_prefix(netns), FERRY, "serve", root, "--port", "0", "--bind", host, *extra],
         stdout=subprocess.PIPE,
@@ -662,6 +680,7 @@ class Cell:
 CELLS: list[Cell] = []
 SKIPS: list[str] = []
 NOTES: list[str] = []
+AIMS: list[str] = []  # lines a scenario adds under "Aims" itself
 
 
 def cell(*args, **kw) -> Cell:
@@ -1709,6 +1728,469 @@ def scenario9(files) -> None:
     rm(dest)
 
 
+# ---------------------------------------------------------------- scenario 10
+GARAGE_SH = ROOT / "deploy" / "garage.sh"
+CLUSTER_SH = ROOT / "deploy" / "local-cluster.sh"
+S3_BUCKET = "ferry"  # the bucket deploy/garage.sh creates
+S3_PREFIX = "bench"  # bench/data goes under this prefix: s3://ferry/bench/big-1024M.bin, ...
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """The `export K=V` lines of a file the deploy/ scripts write."""
+    env = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("export ") and "=" in line:
+            k, v = line[len("export "):].split("=", 1)
+            env[k.strip()] = v.strip()
+    return env
+
+
+def garage_bin() -> str:
+    """The garage binary deploy/garage.sh uses: GARAGE_BIN, PATH, ~/.cargo/bin."""
+    return (os.environ.get("GARAGE_BIN") or shutil.which("garage")
+            or str(Path(os.environ.get("CARGO_HOME", Path.home() / ".cargo")) / "bin" / "garage"))
+
+
+def pid_from(path: Path) -> int:
+    """The pid a deploy/ script recorded (first word of the file), or 0."""
+    try:
+        word = path.read_text().split()[0]
+    except (OSError, IndexError):
+        return 0
+    return int(word) if word.isdigit() else 0
+
+
+def run_script(cmd, what: str, timeout: float = 300, env=None) -> None:
+    """Runs a deploy/ script (its output into bench/out/logs/WHAT.log); raises if it fails."""
+    with logfile(what) as f:
+        r = subprocess.run([str(c) for c in cmd], stdin=subprocess.DEVNULL, stdout=f, stderr=f, timeout=timeout,
+                           env=env)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, cmd))} exited with {r.returncode} (see bench/out/logs/{what}.log)")
+
+
+def rclone(aws: dict, *args, timeout: float = 900) -> None:
+    """rclone (Debian's: a standard S3 client, not ferry) against the store
+    of `aws` as the remote `g:`."""
+    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}  # rclone 1.60 fails every call with it set
+    env.update(RCLONE_CONFIG_G_TYPE="s3", RCLONE_CONFIG_G_PROVIDER="Other",
+               RCLONE_CONFIG_G_ACCESS_KEY_ID=aws["AWS_ACCESS_KEY_ID"],
+               RCLONE_CONFIG_G_SECRET_ACCESS_KEY=aws["AWS_SECRET_ACCESS_KEY"],
+               RCLONE_CONFIG_G_REGION=aws["AWS_REGION"], RCLONE_CONFIG_G_ENDPOINT=aws["AWS_ENDPOINT_URL"],
+               RCLONE_CONFIG_G_FORCE_PATH_STYLE="true")
+    with logfile("rclone") as f:
+        r = subprocess.run(["rclone", *map(str, args)], env=env, stdin=subprocess.DEVNULL, stdout=f, stderr=f,
+                           timeout=timeout)
+    if r.returncode != 0:
+        raise RuntimeError(f"rclone {' '.join(map(str, args))} exited with {r.returncode} (see bench/out/logs/rclone.log)")
+
+
+def settle_cpu(pids, limit: float = 60) -> bool:
+    """Waits (at most `limit` s) until the processes use under 10 % of a core
+    over half a second (a fresh local server hashes its tree ahead of demand)."""
+    end = time.monotonic() + limit
+    prev = proc_cpu(pids)
+    while time.monotonic() < end:
+        time.sleep(0.5)
+        now = proc_cpu(pids)
+        if now - prev < 0.05:
+            return True
+        prev = now
+    return False
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, exited but not yet waited for, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+def size_of(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+@dataclass
+class Cluster:
+    """A cluster started by deploy/local-cluster.sh: HAProxy at `addr` in
+    front of nodes node0, node1, ... (HAProxy's server names, in the order of
+    `node_pids`), all serving the bucket of one Garage."""
+    addr: str
+    node_pids: list[int]
+    haproxy_pid: int
+    sock: Path
+    garage_pid: int
+
+    def stat(self) -> list[dict[str, str]]:
+        """HAProxy's `show stat` rows of the nodes (backend `nodes`, without
+        its FRONTEND and BACKEND lines), as column name -> value."""
+        data = b""
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(5)
+            s.connect(str(self.sock))
+            s.sendall(b"show stat\n")
+            while len(data) < 1 << 20:
+                d = s.recv(65536)
+                if not d:
+                    break
+                data += d
+        lines = data.decode(errors="replace").splitlines()
+        if not lines or not lines[0].startswith("# "):
+            return []
+        cols = lines[0][2:].split(",")
+        rows = [dict(zip(cols, line.split(","))) for line in lines[1:] if line]
+        return [r for r in rows if r.get("pxname") == "nodes" and r.get("svname") not in ("FRONTEND", "BACKEND")]
+
+    def bout(self) -> int:
+        """Bytes all nodes sent towards clients, by HAProxy's count."""
+        return sum(int(r.get("bout") or 0) for r in self.stat())
+
+    def cpu(self) -> dict[str, float]:
+        return {"nodes": proc_cpu(self.node_pids), "HAProxy": proc_cpu([self.haproxy_pid]),
+                "Garage": proc_cpu([self.garage_pid])}
+
+
+def start_cluster(cdir: Path, nodes: int) -> Cluster:
+    run_script(["bash", CLUSTER_SH, "start", cdir, "--nodes", nodes], "local-cluster", timeout=300,
+               env=dict(os.environ, FERRY_BIN=str(FERRY)))
+    ce = read_env_file(cdir / "cluster.env")
+    return Cluster(ce["CLUSTER_ADDR"], [int(x) for x in ce["CLUSTER_NODE_PIDS"].split(",")],
+                   int(ce["CLUSTER_HAPROXY_PID"]), Path(ce["CLUSTER_STATS_SOCKET"]),
+                   pid_from(cdir / "garage" / "garage.pid"))
+
+
+def scenario10(files) -> None:
+    """Past one machine. (1) The same big file and tree served by `ferry
+    serve DIR` and by `ferry serve s3://ferry/bench` over a one-node Garage
+    (deploy/garage.sh; loaded once, untimed, with rclone). (2) 100 curl
+    clients through HAProxy to 1 node, then to CLUSTER_NODES nodes
+    (deploy/local-cluster.sh, on the same Garage). (3) `ferry get --retry 5`
+    of the big file through HAProxy, clean and with its node SIGKILLed."""
+    big = files["big"]
+    size = big.stat().st_size
+    tree = files["tree"]
+    tree_files = files["tree_files"]
+    nfiles = len(tree_files)
+    cfiles = files["clients"]
+    base = OUT / "s10"
+    rm(base)
+    cdir = base / "cluster"  # local-cluster.sh's DIR; its Garage is cdir/garage, started first by garage.sh
+    gdir = cdir / "garage"
+    gdir.mkdir(parents=True)
+    trees = OUT / "s10-trees"  # every tree download kept until the benchmark ends (see scenario 2)
+    rm(trees)
+    trees.mkdir(parents=True)
+    FINAL_PATHS.append(trees)
+    shm = TMPFS / f"ferry-bench-s10-{os.getpid()}"
+    CLEANUP_PATHS.append(shm)
+    rm(shm)
+    shm.mkdir(parents=True)
+    url = f"s3://{S3_BUCKET}/{S3_PREFIX}"
+
+    # --- the store and its data: once, untimed
+    STOPPERS.append(lambda: gdir.exists() and run_script(["bash", GARAGE_SH, "stop", gdir], "garage", timeout=60))
+    t0 = time.monotonic()
+    run_script(["bash", GARAGE_SH, "start", gdir], "garage", timeout=120)
+    aws = read_env_file(gdir / "env")
+    t_garage = time.monotonic() - t0
+
+    def key(p: Path) -> str:
+        return f"g:{S3_BUCKET}/{S3_PREFIX}/{rel(p)}"
+
+    rclone(aws, "copyto", big, key(big))
+    rclone(aws, "copy", "--transfers", "8", tree, key(tree))
+    rclone(aws, "copy", "--transfers", "8", cfiles[0].parent, key(cfiles[0].parent))
+    os.sync()
+    t_load = time.monotonic() - t0 - t_garage
+    loaded = size + nfiles * TREE_KIB * 1024 + len(cfiles) * CLIENT_MIB * MiB
+    log(f"scenario 10: Garage up in {t_garage:.0f} s, {loaded / MiB:.0f} MiB loaded with rclone in {t_load:.0f} s")
+    store_files = [p for p in (gdir / "data").rglob("*") if p.is_file()]
+    garage_pid = pid_from(gdir / "garage.pid")
+    NOTES.append(f"scenario 10: {tool_version([garage_bin()])} (deploy/garage.sh: one node, replication 1, its data on "
+                 f"ext4 under bench/out/s10, page cache warm as the local files are: read through with mincore "
+                 f"before each run), started in {t_garage:.0f} s; {loaded / MiB:.0f} MiB loaded with "
+                 f"{tool_version(['rclone'])} in {t_load:.0f} s (untimed, once). Server CPU of the object-store rows "
+                 "is ferry's plus Garage's (the split in the note).")
+
+    # --- (1) a local directory against the object store, one server each
+    local = start_ferry(DATA)
+    obj = start_ferry(url, env_extra=aws)
+    servers = {"local": local, "s3": obj}
+    desc_big = f"local directory vs object store (Garage, loopback): 1 file of {size // MiB} MiB"
+    desc_tree = f"local directory vs object store (Garage, loopback): {nfiles} files of {TREE_KIB} KiB in 8 subdirs"
+    cells = {
+        ("local", "big"): cell("10", desc_big, "ferry serve DIR + ferry get -o - > /dev/null", "/dev/null", "GB/s",
+                               "s10-big", True),
+        ("s3", "big"): cell("10", "", f"ferry serve {url} + ferry get -o - > /dev/null", "/dev/null", "GB/s",
+                            "s10-big"),
+        ("local", "tree"): cell("10", desc_tree, "ferry serve DIR + ferry get -r", "ext4 dir", "files/s", "s10-tree",
+                                True, cpu_per="file"),
+        ("s3", "tree"): cell("10", "", f"ferry serve {url} + ferry get -r", "ext4 dir", "files/s", "s10-tree",
+                             cpu_per="file"),
+    }
+    # The tree from the store may take a while (see bench/README.md).
+    tree_timeout = max(TIMEOUT, nfiles * 0.25)
+    acc = {k: {"ferry": 0.0, "garage": 0.0, "amount": 0, "hwm": 0.0, "ghwm": 0.0} for k in cells}
+    hwm_ok = True
+
+    def tree_ok(root: Path) -> bool:
+        got = sum(1 for p in root.rglob("*") if p.is_file() and not p.name.endswith((".part", ".meta")))
+        if got != nfiles:
+            log(f"  expected {nfiles} files under {root}, found {got}")
+        return got == nfiles
+
+    def one(kind: str, what: str, r: int) -> None:
+        nonlocal hwm_ok
+        srv, c = servers[kind], cells[(kind, what)]
+        warm(store_files if kind == "s3" else [big] if what == "big" else tree_files)
+        settle_writeback()
+        hwm_ok &= reset_peak_rss([srv.proc.pid, garage_pid])
+        f0, g0 = proc_cpu([srv.proc.pid]), proc_cpu([garage_pid])
+        if what == "big":
+            with open(os.devnull, "wb") as devnull:
+                run = run_timed([FERRY, "get", "-q", srv.hostport, rel(big), "-o", "-"], stdout=devnull)
+            ok, amount = run.rc == 0, size
+        else:
+            root = trees / f"{kind}-r{r}"
+            run = run_timed([FERRY, "get", "-q", "-r", srv.hostport, rel(tree), "-o", root], timeout=tree_timeout)
+            ok, amount = run.rc == 0 and tree_ok(root), nfiles
+        fcpu, gcpu = proc_cpu([srv.proc.pid]) - f0, (proc_cpu([garage_pid]) - g0) if kind == "s3" else 0.0
+        if not ok:
+            record(c, None)
+            return
+        a = acc[(kind, what)]
+        a["ferry"] += fcpu
+        a["garage"] += gcpu
+        a["amount"] += amount
+        a["hwm"] = max(a["hwm"], proc_status_kib([srv.proc.pid], "VmHWM") / 1024)
+        a["ghwm"] = max(a["ghwm"], proc_status_kib([garage_pid], "VmHWM") / 1024)
+        record(c, amount / run.elapsed / (1e9 if what == "big" else 1), srv_cpu=fcpu + gcpu, srv_bytes=amount,
+               cli_cpu=run.cpu, cli_bytes=amount, cli_rss=run.maxrss_kib, label=f" ({run.elapsed:.2f} s)")
+
+    # Untimed: each server hashes what it serves (the object store's hashes
+    # are then kept in the store, under bench/.ferry/blake3/), caches warm.
+    log("scenario 10: one untimed download of the file and the tree from each server")
+    for kind, srv in servers.items():
+        run_timed([FERRY, "get", "-q", srv.hostport, rel(big), "-o", "-"])
+        run_timed([FERRY, "get", "-q", "-r", srv.hostport, rel(tree), "-o", trees / f"{kind}-warmup"],
+                  timeout=tree_timeout)
+    if not settle_cpu([local.proc.pid, obj.proc.pid, garage_pid]):
+        log("scenario 10: the servers were still busy after 60 s; going on")
+    runs = [("local", "big"), ("s3", "big"), ("local", "tree"), ("s3", "tree")]
+    for r in range(N):
+        log(f"scenario 10 (local vs object store), round {r + 1}/{N}")
+        for kind, what in rotated(runs, r):
+            one(kind, what, r)
+    for (kind, what), c in cells.items():
+        a, m = acc[(kind, what)], c.median()
+        if not a["amount"]:
+            continue
+        if what == "big":
+            per = lambda cpu: f"{cpu / (a['amount'] / GiB):.2f} s/GiB"  # noqa: E731
+        else:
+            per = lambda cpu: f"{cpu / a['amount'] * 1e6:.0f} µs/file"  # noqa: E731
+        parts = [f"{nfiles / m:.2f} s"] if what == "tree" and m else []
+        if kind == "s3":
+            parts.append(f"server CPU: ferry {per(a['ferry'])} + Garage {per(a['garage'])}")
+            parts.append(f"server peak RSS: ferry {a['hwm']:.1f} MiB, Garage {a['ghwm']:.1f} MiB")
+        else:
+            parts.append(f"server peak RSS {a['hwm']:.1f} MiB")
+        c.extra = "; ".join(parts)
+    a = acc[("s3", "big")]
+    if a["amount"]:
+        AIMS.append(f"- object store, {size // MiB} MiB streamed: ferry server peak RSS {a['hwm']:.1f} MiB (aim < 50 MiB)"
+                    f" — {'met' if a['hwm'] < 50 else 'NOT met'}")
+    else:
+        AIMS.append(f"- object store, {size // MiB} MiB streamed: ferry server peak RSS: not measured")
+    NOTES.append("scenario 10: server peak RSS = the largest VmHWM over the cell's runs"
+                 + (", reset before each run (clear_refs)" if hwm_ok else " (could not be reset: since start)"))
+    local.stop()
+    obj.stop()
+
+    # --- (2) and (3): deploy/local-cluster.sh on the same Garage (its start
+    # finds the store running in cdir/garage; its stop stops it, and the next
+    # start restarts it on the same data).
+    if not CLUSTER_SH.exists():
+        SKIPS.append("scenario 10: deploy/local-cluster.sh not found, so no cluster rows (1 vs "
+                     f"{CLUSTER_NODES} nodes, node failure)")
+        return
+    STOPPERS.append(lambda: cdir.exists() and run_script(["bash", CLUSTER_SH, "stop", cdir], "local-cluster",
+                                                         timeout=120))
+    csize = CLIENT_MIB * MiB
+    ctotal = csize * len(cfiles)
+    sizes = [1, CLUSTER_NODES]
+    desc_crowd = (f"{len(cfiles)} curl clients at once through HAProxy, {CLIENT_MIB} MiB each (distinct objects), "
+                  f"nodes serving s3://{S3_BUCKET} (Garage)")
+    agg, ttfb = {}, {}
+    for i, n in enumerate(sizes):
+        agg[n] = cell("10", desc_crowd if i == 0 else "", f"HAProxy + {n} node{'s' if n > 1 else ''}: aggregate",
+                      "/dev/null", "GB/s", "s10-crowd", n == 1)
+    for n in sizes:
+        ttfb[n] = cell("10", "", f"HAProxy + {n} node{'s' if n > 1 else ''}: p99 time to first byte", "-", "ms",
+                       "s10-ttfb", n == 1)
+    crowd_cpu = {n: {"nodes": 0.0, "HAProxy": 0.0, "Garage": 0.0} for n in sizes}
+    crowd_ttfb = {n: [] for n in sizes}
+    desc_fail = (f"node failure: ferry get --retry 5, {size // MiB} MiB through HAProxy, {CLUSTER_NODES} nodes "
+                 f"(s3://{S3_BUCKET}), into tmpfs")
+    into = f"tmpfs ({TMPFS})"
+    c_clean = cell("10", desc_fail, "no failure: time", into, "s", "s10-fail", True)
+    c_fail = cell("10", "", f"serving node SIGKILLed at {KILL_AT:.0%} of the file: time", into, "s", "s10-fail")
+    c_had = cell("10", "", "… bytes the client already had (its resume offset)", "-", "MiB", "s10-had")
+    c_extra = cell("10", "", "… extra bytes fetched (Σ nodes' HAProxy bout − file size)", "-", "MiB", "s10-extra")
+    overhead, kill_notes = [], []
+
+    def crowd(cl: Cluster, n: int | None) -> None:
+        """All clients at once; `n` None: untimed (a warm-up)."""
+        warm(store_files)
+        settle_writeback()
+        d = base / "ttfb"
+        rm(d)
+        d.mkdir()
+        urls = [f"http://{cl.addr}/{S3_PREFIX}/{rel(p)}" for p in cfiles]
+        outs = [open(d / f"{i}.txt", "w+b") for i in range(len(urls))]
+        try:
+            cpu0 = cl.cpu()
+            t0 = time.perf_counter()
+            procs = [start_client(["curl", "-sS", "-o", "/dev/null", "-w",
+                                   "%{http_code} %{size_download} %{time_starttransfer}", u], stdout=o)
+                     for u, o in zip(urls, outs)]
+            runs = [finish_client(p) for p in procs]
+            elapsed = time.perf_counter() - t0
+            cpu1 = cl.cpu()
+            res = []
+            for o in outs:
+                o.seek(0)
+                res.append(o.read().decode(errors="replace").split())
+        finally:
+            for o in outs:
+                o.close()
+        bad = [x for x in res if len(x) != 3 or x[0] != "200" or x[1] != str(csize)]
+        ok = all(r.rc == 0 for r in runs) and not bad
+        if not ok:
+            log(f"  {len(bad)} of {len(res)} clients failed or got short bodies (e.g. {bad[:1]})")
+        if n is None:
+            return
+        if not ok:
+            record(agg[n], None)
+            record(ttfb[n], None)
+            return
+        times = sorted(float(x[2]) for x in res)
+        p99 = times[max(0, math.ceil(0.99 * len(times)) - 1)]
+        crowd_ttfb[n].extend(times)
+        for k in cpu0:
+            crowd_cpu[n][k] += cpu1[k] - cpu0[k]
+        record(agg[n], ctotal / elapsed / 1e9, srv_cpu=sum(cpu1[k] - cpu0[k] for k in cpu0), srv_bytes=ctotal,
+               cli_cpu=sum(r.cpu for r in runs), cli_bytes=ctotal, cli_rss=max(r.maxrss_kib for r in runs),
+               label=f" ({elapsed:.2f} s)")
+        record(ttfb[n], p99 * 1000, label=f" (median {statistics.median(times) * 1000:.1f} ms, "
+                                          f"max {times[-1] * 1000:.1f} ms)")
+
+    def fetch_big(cl: Cluster, r: int, kill: bool) -> None:
+        """One `ferry get --retry 5` of the big file through HAProxy into
+        tmpfs; with `kill`, the node serving it is SIGKILLed once the .part
+        holds KILL_AT of the file."""
+        for p in list(shm.iterdir()):
+            rm(p)
+        warm(store_files)
+        settle_writeback()
+        out, part = shm / big.name, shm / (big.name + ".part")
+        b0 = cl.bout()
+        killed = None
+        # Its stderr (reconnect and resume lines) stays in bench/out/logs/.
+        with open(LOGS / f"s10-get-{'kill' if kill else 'clean'}-r{r}.err", "w+b") as err:
+            p = start_client([FERRY, "get", "--retry", "5", cl.addr, f"{S3_PREFIX}/{rel(big)}", "-o", f"{shm}/"],
+                             stderr=err)
+            end = time.monotonic() + TIMEOUT
+            while kill and running(p.pid) and time.monotonic() < end:
+                got = size_of(part)
+                if got >= KILL_AT * size:
+                    serving = [row for row in cl.stat() if row.get("scur") not in (None, "", "0")]
+                    if serving:
+                        name = serving[0]["svname"]
+                        os.kill(cl.node_pids[int(name.removeprefix("node"))], signal.SIGKILL)
+                        killed = (name, got)
+                    break
+                time.sleep(0.002)
+            run = finish_client(p)
+            err.seek(0)
+            text = err.read().decode(errors="replace")
+        time.sleep(0.3)  # HAProxy closes the sessions, its counters settle
+        sent = cl.bout() - b0
+        ok = run.rc == 0 and same_bytes(big, out)
+        for p in list(shm.iterdir()):
+            rm(p)
+        if not ok:
+            log(f"  ferry get --retry 5: exit {run.rc}, or the saved file differs; stderr: {text.strip()[-300:]!r}")
+        if not kill:
+            if ok:
+                overhead.append(sent - size)
+            record(c_clean, run.elapsed if ok else None, cli_cpu=run.cpu, cli_bytes=size if ok else 0,
+                   cli_rss=run.maxrss_kib, label=f" ({size / run.elapsed / 1e9:.2f} GB/s; nodes sent "
+                                                 f"{sent - size:+,} bytes beyond the file)")
+            return
+        m = re.search(r"resumed at (\d+)", text)
+        if not (ok and killed and m and "reconnecting in" in text):
+            log(f"  node failure run: no kill or no resume (killed {killed}, stderr {text.strip()[-300:]!r})")
+            for c in (c_fail, c_had, c_extra):
+                record(c, None)
+            return
+        had = int(m.group(1))
+        kill_notes.append(f"{killed[0]} at {killed[1] / MiB:.0f} MiB")
+        record(c_fail, run.elapsed, cli_cpu=run.cpu, cli_bytes=size, cli_rss=run.maxrss_kib,
+               label=f" (killed {killed[0]} with {killed[1] / MiB:.1f} MiB in the .part)")
+        record(c_had, had / MiB)
+        record(c_extra, (sent - size) / MiB, label=f" ({sent - size:,} bytes)")
+
+    hashed = False
+    for r in range(N):
+        log(f"scenario 10 (cluster), round {r + 1}/{N}")
+        for n in rotated(sizes, r):
+            cl = start_cluster(cdir, n)
+            try:
+                if not hashed:
+                    # Untimed: the nodes serve the whole bucket, so their
+                    # hashes live under .ferry/blake3/, not bench/'s.
+                    run_timed([FERRY, "get", "-q", cl.addr, f"{S3_PREFIX}/{rel(big)}", "-o", "-"])
+                    hashed = True
+                crowd(cl, None)
+                crowd(cl, n)
+                if n >= 2:
+                    fetch_big(cl, r, False)
+                    fetch_big(cl, r, True)
+            finally:
+                run_script(["bash", CLUSTER_SH, "stop", cdir], "local-cluster", timeout=120)
+    for n in sizes:
+        t = sorted(crowd_ttfb[n])
+        cpu, amount = crowd_cpu[n], len(agg[n].values) * ctotal
+        parts = []
+        if amount:
+            parts.append("server CPU: " + " + ".join(f"{k} {v / (amount / GiB):.2f}" for k, v in cpu.items())
+                         + " s/GiB")
+        if t:
+            ttfb[n].extra = (f"all {len(t)} first bytes: median {statistics.median(t) * 1000:.1f} ms, "
+                             f"max {t[-1] * 1000:.1f} ms")
+        agg[n].extra = "; ".join(parts)
+    if overhead and c_clean.values:
+        c_clean.extra = (f"{size / c_clean.median() / 1e9:.2f} GB/s; the nodes sent "
+                         f"{statistics.median(overhead):+,.0f} bytes beyond the file (median)")
+    if kill_notes:
+        c_fail.extra = "killed " + ", ".join(kill_notes)
+    NOTES.append(f"scenario 10: the cluster rows use deploy/local-cluster.sh (`ferry serve s3://{S3_BUCKET} "
+                 f"--proxy-protocol` nodes behind {tool_version(['haproxy']).split(' - ')[0]}, TCP mode, leastconn, health checks "
+                 "every 500 ms) on the Garage above, started afresh for every cell (1 node, then "
+                 f"{CLUSTER_NODES}, alternating) and warmed by one untimed round of the {len(cfiles)} clients; "
+                 "server CPU there is the nodes' + HAProxy's + Garage's. p99 = nearest rank over the round's "
+                 f"{len(cfiles)} clients (curl's time_starttransfer), median of the rounds. Node failure: the node "
+                 "with a current session in HAProxy's `show stat` (scur) is SIGKILLed once the .part holds "
+                 f"{KILL_AT:.0%} of the file; the client reconnects through HAProxy and resumes; every saved file is "
+                 "compared byte for byte. Extra bytes = the sum of the nodes' `bout` (HAProxy's bytes from server "
+                 "to client) over the run, minus the file's size.")
+
+
 # ---------------------------------------------------------------- table
 def machine() -> str:
     cpu = "unknown CPU"
@@ -1725,6 +2207,8 @@ def git_rev() -> str:
         rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10).stdout.strip()
         dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--", "src", "Cargo.toml", "Cargo.lock"],
                                capture_output=True, text=True, timeout=10).stdout.strip()
+        if os.environ.get("FB_FERRY"):  # not built from this tree: say which binary, and what HEAD was
+            return f"binary {FERRY} (FB_FERRY; the checkout's HEAD was {rev})"
         return rev + (" + uncommitted changes in src/" if dirty else "")
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
@@ -1820,6 +2304,7 @@ def aims(refs) -> str:
          med("7", "nginx (TLS)"), 1)
     line(f"TLS, {BIG_MIB} MiB: ferry get --tls ÷ plaintext ferry get", med("7", "ferry get --tls"),
          med("7", "ferry get (plaintext)"), 0.7)
+    out.extend(AIMS)
     return "\n".join(out)
 
 
@@ -1839,7 +2324,8 @@ def main() -> int:
     files = make_data()
     log(f"data ready ({time.monotonic() - t0:.0f} s)")
     for name, fn in (("1", scenario1), ("2", scenario2), ("3", scenario3), ("4", scenario4), ("5", scenario5),
-                     ("6", scenario6), ("7", scenario7), ("8", scenario8), ("9", scenario9)):
+                     ("6", scenario6), ("7", scenario7), ("8", scenario8), ("9", scenario9),
+                     ("10", scenario10)):
         if name in SCENARIOS:
             ts = time.monotonic()
             try:

@@ -16,12 +16,25 @@ if [ "$(id -u)" != 0 ]; then
     exit 2
 fi
 
+# Whether scenario $1 is to run (FB_SCENARIOS, default all).
+want() {
+    [[ ",${FB_SCENARIOS:-1,2,3,4,5,6,7,8,9,10}," == *",$1,"* ]]
+}
+
 POLICY_CREATED=
 cleanup() {
     # bench.py cleans up after itself; this catches what an abrupt stop leaves.
     for ns in ferrybench-srv ferrybench-cli; do
         ip netns del "$ns" 2>/dev/null || true
     done
+    # Scenario 10's cluster and store (started by the deploy/ scripts,
+    # which record their pids in these directories).
+    if [ -d "$BENCH_DIR/out/s10/cluster" ] && [ -f deploy/local-cluster.sh ]; then
+        timeout 60 bash deploy/local-cluster.sh stop "$BENCH_DIR/out/s10/cluster" >/dev/null 2>&1 || true
+    fi
+    if [ -d "$BENCH_DIR/out/s10/cluster/garage" ]; then
+        timeout 60 bash deploy/garage.sh stop "$BENCH_DIR/out/s10/cluster/garage" >/dev/null 2>&1 || true
+    fi
     if [ -n "$POLICY_CREATED" ]; then
         rm -f /usr/sbin/policy-rc.d
     fi
@@ -33,7 +46,8 @@ trap 'exit 130' INT TERM HUP
 need=()
 for pair in iperf3:iperf3 nginx:nginx nc:netcat-openbsd curl:curl rsync:rsync ip:iproute2 \
             tc:iproute2 timeout:coreutils /usr/bin/python3:python3 openssl:openssl \
-            aria2c:aria2 wget:wget /usr/bin/time:time; do
+            aria2c:aria2 wget:wget /usr/bin/time:time \
+            $(want 10 && echo rclone:rclone haproxy:haproxy); do
     cmd=${pair%%:*} pkg=${pair#*:}
     command -v "$cmd" >/dev/null 2>&1 || need+=("$pkg")
 done
@@ -68,9 +82,16 @@ if [ -z "${FB_FERRY:-}" ]; then
     timeout 900 cargo build --release --quiet >&2
 fi
 
-# --- dufs and miniserve (scenario 6), the file servers users of this kind
-# of tool pick: crates, so installed with cargo (reused when already there).
-for tool in dufs miniserve; do
+# --- Garage 2.5.0 (scenario 10's object store): reused when installed, else
+# built by deploy/garage.sh (about 10 minutes on 2 cores, once).
+if want 10; then
+    timeout 1800 bash deploy/garage.sh install >&2 \
+        || echo "bench: could not install garage; scenario 10 will fail to start its store" >&2
+fi
+
+# --- dufs and miniserve (scenarios 6 and 8), the file servers users of this
+# kind of tool pick: crates, so installed with cargo (reused when already there).
+for tool in $( (want 6 || want 8) && echo dufs miniserve); do
     if ! command -v "$tool" >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/$tool" ]; then
         echo "bench: cargo install --locked $tool" >&2
         timeout 1800 cargo install --locked --quiet "$tool" >&2 \
@@ -86,5 +107,5 @@ fi
 
 mkdir -p "$BENCH_DIR/out"
 # The driver bounds each command itself; this bounds the whole run.
-timeout -k 10 "${FB_TOTAL_TIMEOUT:-1800}" /usr/bin/python3 "$BENCH_DIR/bench.py"
+timeout -k 10 "${FB_TOTAL_TIMEOUT:-3600}" /usr/bin/python3 "$BENCH_DIR/bench.py"
 echo "bench: done in ${SECONDS} s (install + build + benchmark)" >&2
