@@ -298,6 +298,7 @@ defaults
     timeout server 5m
     retries 3
     option redispatch
+    option splice-auto
 
 frontend ferry
     bind 127.0.0.1:$port

@@ -184,7 +184,12 @@ impl ObjectRoot {
             if !is_loopback_url(&e) {
                 return Err(ObjectError::PlainHttp(e));
             }
-            client = client.with_allow_http(true);
+            // A fresh connection per request to a store on this machine:
+            // a kept-alive one to Garage (which writes a response's head
+            // and body separately, with Nagle on) waits ~40 ms per small
+            // object for our delayed ACK; a new connection starts in
+            // quick-ACK mode, and on loopback costs microseconds.
+            client = client.with_allow_http(true).with_pool_max_idle_per_host(0);
         }
         let retry = RetryConfig {
             max_retries: 3,
