@@ -532,15 +532,16 @@ fn http_get_r_with_jobs_spreads_the_files_over_kept_alive_connections() {
     }
     assert_eq!(r.stderr.matches("saved ").count(), 12, "{r}");
     // 4 listings and 12 files over three connections (the first worker
-    // goes on with the walk's), each carrying several requests.
+    // goes on with the walk's; each worker takes a file at once, then
+    // whatever is left when it is free, so how many each gets varies).
     let busy = wait_until(Duration::from_secs(30), Duration::from_millis(50), || {
         requests_per_connection(&srv.stderr()).iter().sum::<usize>() >= 16
     });
     let counts = requests_per_connection(&srv.stderr());
     assert!(busy, "fewer connections than expected: {counts:?}");
     assert!(
-        counts.iter().filter(|&&n| n >= 2).count() >= 3,
-        "files were not spread over kept-alive connections: {counts:?}"
+        counts.len() >= 3 && counts.iter().any(|&n| n >= 5),
+        "files were not spread over three connections, the walk's kept alive: {counts:?}"
     );
     assert_eq!(counts.iter().sum::<usize>(), 16, "{counts:?}");
     let again = ferry(tmp.path(), &["get", "-r", "-j", "3", &url, "-o", "tree"]).ok();
