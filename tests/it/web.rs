@@ -555,3 +555,35 @@ fn most_requests_on_one_connection(log: &str) -> usize {
         .max()
         .unwrap_or(0)
 }
+
+/// `-o -` over HTTP: the bytes on standard output, checked against the
+/// server's hash or `--blake3`; a mismatch turns the exit status non-zero.
+#[test]
+fn http_get_to_stdout_is_checked_when_there_is_a_hash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = random_bytes(3 << 20, 45);
+    write_file(tmp.path(), "f.bin", &data);
+    let srv = Server::start(tmp.path(), &[]);
+    let url = format!("http://{}/f.bin", srv.host());
+    // A native get makes the server hash the file; HTTP then carries it.
+    ferry(
+        tmp.path(),
+        &["get", &srv.host(), "f.bin", "-o", "n.bin", "-q"],
+    )
+    .ok();
+    let out = std::process::Command::new(ferry_bin())
+        .args(["get", &url, "-o", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout == data, "stdout differs");
+    let wrong = "0".repeat(64);
+    let r = ferry(tmp.path(), &["get", &url, "-o", "-", "--blake3", &wrong]).fails();
+    assert!(r.stderr.contains("mismatch"), "{r}");
+    let right = blake3::hash(&data).to_hex().to_string();
+    ferry(tmp.path(), &["get", &url, "-o", "-", "--blake3", &right]).ok();
+}

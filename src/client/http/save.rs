@@ -362,8 +362,10 @@ async fn to_stdout(
         return Err(failure(&answer));
     }
     let info = about(&answer)?;
-    let mut blake3 = blake3::Hasher::new();
-    let mut sha = matches!(opts.expected, Some(Expected::Sha256(_))).then(|| {
+    // Each hash only when there is one to compare it with (and not with
+    // --no-verify): hashing costs the client a core at these speeds.
+    let mut blake3 = (get.verify && wants_blake3(&info, opts)).then(blake3::Hasher::new);
+    let mut sha = (get.verify && matches!(opts.expected, Some(Expected::Sha256(_)))).then(|| {
         use sha2::Digest;
         sha2::Sha256::new()
     });
@@ -378,7 +380,9 @@ async fn to_stdout(
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        blake3.update(&data);
+        if let Some(b) = blake3.as_mut() {
+            b.update(&data);
+        }
         if let Some(s) = sha.as_mut() {
             use sha2::Digest;
             s.update(&data);
@@ -387,22 +391,22 @@ async fn to_stdout(
         have += data.len() as u64;
     }
     out.flush().map_err(ClientError::Output)?;
-    let got = *blake3.finalize().as_bytes();
+    let got = blake3.map(|b| *b.finalize().as_bytes());
     let mut verified = None;
-    if let Some(h) = info.blake3 {
+    if let (Some(h), Some(got)) = (info.blake3, got) {
         if h != got {
             return Err(ClientError::HashMismatch(url.shown()));
         }
         verified = Some("BLAKE3 from the server");
     }
     match (opts.expected, sha) {
-        (Some(Expected::Blake3(h)), _) if h != got => {
+        (Some(Expected::Blake3(h)), _) if got.is_some_and(|g| g != h) => {
             return Err(ClientError::HashMismatch(format!(
                 "{} (--blake3)",
                 url.shown()
             )))
         }
-        (Some(Expected::Blake3(_)), _) => verified = Some("--blake3"),
+        (Some(Expected::Blake3(_)), _) if got.is_some() => verified = Some("--blake3"),
         (Some(Expected::Sha256(h)), Some(s)) => {
             use sha2::Digest;
             if <[u8; 32]>::from(s.finalize()) != h {
