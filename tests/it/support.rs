@@ -1423,6 +1423,42 @@ impl Garage {
             .output();
     }
 
+    /// SIGKILLs the store: no graceful end for requests in flight.
+    pub fn kill(&self) {
+        if let Ok(pid) = std::fs::read_to_string(self.dir.path().join("garage.pid")) {
+            if let Ok(pid) = pid.trim().parse::<u32>() {
+                // Not our child (garage.sh started it): kill(1), then wait
+                // for it to be gone.
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+                let gone = wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+                    !Path::new(&format!("/proc/{pid}")).exists()
+                        || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                            .is_ok_and(|s| s.contains(") Z "))
+                });
+                assert!(gone, "garage {pid} survived SIGKILL");
+            }
+        }
+    }
+
+    /// Starts it again after [`Garage::stop`] or [`Garage::kill`]: same
+    /// ports, keys and data.
+    pub fn restart(&self) {
+        let out = Command::new("bash")
+            .arg(garage_script())
+            .arg("start")
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run deploy/garage.sh");
+        assert!(
+            out.status.success(),
+            "deploy/garage.sh start (again) failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// A client of its bucket.
     pub fn client(&self) -> S3Client {
         S3Client(self.env.clone())
