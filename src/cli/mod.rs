@@ -34,7 +34,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve a directory (read-only unless --upload) to ferry clients, browsers, curl and
+    /// Serve a directory or an S3 bucket (read-only unless --upload) to ferry clients, browsers, curl and
     /// wget, the tutorial's programs and netcat, all on one port (runs in
     /// the foreground until Ctrl-C).
     Serve(ServeArgs),
@@ -67,15 +67,6 @@ struct ServeArgs {
     /// `--tutorial message`, which then shares no files].
     #[arg(value_name = "DIR|s3://BUCKET[/PREFIX]")]
     dir: Option<PathBuf>,
-    /// With s3://: the store's endpoint, e.g. http://127.0.0.1:3900 for a
-    /// local Garage or MinIO (plain HTTP only to loopback) [default:
-    /// AWS_ENDPOINT_URL, else AWS].
-    #[arg(long, value_name = "URL", env = "FERRY_S3_ENDPOINT")]
-    s3_endpoint: Option<String>,
-    /// With s3://: the store's region [default: AWS_REGION, else
-    /// AWS_DEFAULT_REGION, else us-east-1].
-    #[arg(long, value_name = "NAME")]
-    s3_region: Option<String>,
     /// TCP port; 0 picks a free one (the startup line shows it).
     #[arg(short, long, default_value_t = server::DEFAULT_PORT)]
     port: u16,
@@ -176,6 +167,15 @@ struct ServeArgs {
     /// ::1].
     #[arg(long, value_name = "ADDR[/PREFIX]", requires = "proxy_protocol")]
     trusted_proxy: Vec<server::proxy::TrustedNet>,
+    /// With s3://: the store's endpoint, e.g. http://127.0.0.1:3900 for a
+    /// local Garage or MinIO (plain HTTP only to loopback) [default:
+    /// AWS_ENDPOINT_URL, else AWS].
+    #[arg(long, value_name = "URL", env = "FERRY_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+    /// With s3://: the store's region [default: AWS_REGION, else
+    /// AWS_DEFAULT_REGION, else us-east-1].
+    #[arg(long, value_name = "NAME")]
+    s3_region: Option<String>,
 }
 
 /// Parses `1234`, `64K`, `500M`, `2G`, `1T` (powers of 1024; a trailing
