@@ -34,9 +34,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve a directory or an S3 bucket (read-only unless --upload) to ferry clients, browsers, curl and
-    /// wget, the tutorial's programs and netcat, all on one port (runs in
-    /// the foreground until Ctrl-C).
+    /// Serve a directory or an S3 bucket (read-only unless --upload) to
+    /// ferry clients, browsers, curl and wget, the tutorial's programs and
+    /// netcat, all on one port (runs in the foreground until Ctrl-C).
     Serve(ServeArgs),
     /// Download files (resumable, BLAKE3-verified).
     Get(GetArgs),
