@@ -176,6 +176,10 @@ struct ServeArgs {
     /// AWS_DEFAULT_REGION, else us-east-1].
     #[arg(long, value_name = "NAME")]
     s3_region: Option<String>,
+    /// With an https:// store: CA certificates (PEM) to trust besides the
+    /// system's, for a store behind a private CA.
+    #[arg(long, value_name = "FILE", env = "AWS_CA_BUNDLE")]
+    s3_cacert: Option<PathBuf>,
 }
 
 /// Parses `1234`, `64K`, `500M`, `2G`, `1T` (powers of 1024; a trailing
@@ -413,7 +417,9 @@ const EXIT_INTERRUPTED: u8 = 130;
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
-        Command::Serve(_) => "info",
+        // The object store's client logs each retry at info: the server's
+        // own lines say what failed, once.
+        Command::Serve(_) => "info,object_store=warn",
         _ => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -201,6 +201,7 @@ async fn object_root(
     let config = ObjectConfig {
         endpoint: a.s3_endpoint.clone(),
         region: a.s3_region.clone(),
+        cacert: a.s3_cacert.clone(),
     };
     let root =
         ObjectRoot::connect(url, &config, opts).with_context(|| format!("cannot serve {url}"))?;

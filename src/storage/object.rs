@@ -45,7 +45,7 @@ use std::time::Duration;
 use futures_util::stream::StreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjPath;
-use object_store::{ClientOptions, ObjectMeta, ObjectStore, RetryConfig};
+use object_store::{Certificate, ClientOptions, ObjectMeta, ObjectStore, RetryConfig};
 
 use super::local::{validate_path, Entry, FileInfo, PathError, RootOptions};
 use super::object_blob::ObjectBlob;
@@ -74,6 +74,14 @@ pub enum ObjectError {
     /// A store other than AWS itself, and no key to present to it.
     #[error("no credentials for {0}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")]
     NoCredentials(String),
+    /// The CA file given for the store cannot be used.
+    #[error("cannot use {path} as the store's CA certificates: {why}")]
+    CaCert {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        why: String,
+    },
     /// The store's client refused the configuration.
     #[error("object store: {0}")]
     Config(#[from] object_store::Error),
@@ -87,6 +95,9 @@ pub struct ObjectConfig {
     pub endpoint: Option<String>,
     /// The region (else `AWS_REGION` / `AWS_DEFAULT_REGION`).
     pub region: Option<String>,
+    /// CA certificates (PEM) to trust for an `https://` endpoint, besides
+    /// the system's: a store of one's own behind a private CA.
+    pub cacert: Option<std::path::PathBuf>,
 }
 
 /// A bucket and prefix served read-only; no key outside the prefix can be
@@ -188,6 +199,20 @@ impl ObjectRoot {
             // object for our delayed ACK; a new connection starts in
             // quick-ACK mode, and on loopback costs microseconds.
             client = client.with_allow_http(true).with_pool_max_idle_per_host(0);
+        }
+        if let Some(path) = &config.cacert {
+            let bad = |why: String| ObjectError::CaCert {
+                path: path.clone(),
+                why,
+            };
+            let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+            let certs = Certificate::from_pem_bundle(&pem).map_err(|e| bad(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(bad("no PEM certificate in it".into()));
+            }
+            for c in certs {
+                client = client.with_root_certificate(c);
+            }
         }
         let retry = RetryConfig {
             max_retries: 3,
@@ -457,6 +482,7 @@ mod tests {
         let cfg = ObjectConfig {
             endpoint: Some("http://127.0.0.1:1".into()),
             region: Some("garage".into()),
+            cacert: None,
         };
         // The only test that reads these variables: no other thread races.
         std::env::remove_var("AWS_ACCESS_KEY_ID");
@@ -496,6 +522,7 @@ mod tests {
         let far = ObjectConfig {
             endpoint: Some("http://192.0.2.1:3900".into()),
             region: None,
+            cacert: None,
         };
         assert!(matches!(
             ObjectRoot::connect("s3://b", &far, RootOptions::default()),

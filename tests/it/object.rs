@@ -801,3 +801,62 @@ fn a_store_that_dies_mid_download_costs_a_resume_not_a_wrong_file() {
     assert!(srv.stderr().lines().all(|l| !l.contains("panicked")));
     println!("FIGURE store SIGKILLed mid-download with {had} of {} bytes received; resumed from the same node once it was back, verified", data.len());
 }
+
+/// A store reached over `https://` behind a private CA (nginx with a
+/// throwaway CA in front of Garage): trusted with `--s3-cacert`, refused at
+/// startup without it; kept-alive connections to it serve a tree.
+#[test]
+fn an_https_store_behind_a_private_ca_is_trusted_only_with_its_ca() {
+    let Some(g) = Garage::start() else { return };
+    let Some(nginx) = tool("nginx") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = random_bytes(5 << 20, 1409);
+    g.put("pub/f.bin", &data);
+    for i in 0..20 {
+        g.put(&format!("pub/t/{i}.txt"), format!("{i}\n").as_bytes());
+    }
+    let ca = crate::tls::Ca::new();
+    let (cert, key) = ca.leaf(tmp.path(), "localhost", &["localhost"], false);
+    let ca_pem = ca.write(tmp.path());
+    let garage = g.var("AWS_ENDPOINT_URL");
+    // The client signs the Host it connects to; nginx passes it on as is.
+    let proxy = format!(
+        "location / {{ proxy_pass {garage}; proxy_set_header Host $http_host; \
+         proxy_buffering off; proxy_request_buffering off; client_max_body_size 0; }}"
+    );
+    let www = tmp.path().join("www");
+    fs::create_dir_all(&www).unwrap();
+    let front = crate::web::Nginx::start(&nginx, &www, &proxy, Some((&cert, &key)));
+    let endpoint = format!("https://localhost:{}", front.port);
+    let args = ["--s3-endpoint", endpoint.as_str()];
+    // Without the CA (only the system's roots): refused at startup.
+    let mut env = g.env_pairs();
+    env.retain(|(k, _)| *k != "AWS_ENDPOINT_URL");
+    let mut serve = vec![
+        "serve",
+        "s3://ferry/pub",
+        "--port",
+        "0",
+        "--bind",
+        "127.0.0.1",
+    ];
+    serve.extend(args);
+    let run = ferry_env(tmp.path(), &serve, &env).fails();
+    assert!(run.stderr.contains("cannot serve s3://ferry/pub"), "{run}");
+    assert!(run.stderr.lines().count() == 1, "not one line: {run}");
+    assert!(run.stderr.contains("certificate"), "{run}");
+    println!("FIGURE https store without its CA: {}", run.stderr.trim());
+    // With it: served, a file and a tree.
+    let ca_arg = ca_pem.display().to_string();
+    let mut extra = args.to_vec();
+    extra.extend(["--s3-cacert", ca_arg.as_str()]);
+    let srv = Server::start_url("s3://ferry/pub", tmp.path(), &extra, &env);
+    let run = ferry(tmp.path(), &["get", &srv.host(), "f.bin"]).ok();
+    assert!(run.stderr.contains("verified"), "{run}");
+    assert!(fs::read(tmp.path().join("f.bin")).unwrap() == data);
+    ferry(tmp.path(), &["get", "-r", &srv.host(), "t", "-q"]).ok();
+    for i in 0..20 {
+        let got = fs::read(tmp.path().join(format!("t/{i}.txt"))).unwrap();
+        assert_eq!(got, format!("{i}\n").as_bytes());
+    }
+}

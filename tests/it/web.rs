@@ -15,9 +15,9 @@ use crate::support::*;
 use crate::tls::Ca;
 
 /// An nginx serving `root` on 127.0.0.1, killed on drop.
-struct Nginx {
+pub(crate) struct Nginx {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     _prefix: tempfile::TempDir,
 }
 
@@ -31,7 +31,12 @@ impl Drop for Nginx {
 impl Nginx {
     /// Starts nginx on a free port with `extra` inside its `server` block
     /// (`tls`: certificate and key, for `ssl`).
-    fn start(nginx: &Path, root: &Path, extra: &str, tls: Option<(&Path, &Path)>) -> Nginx {
+    pub(crate) fn start(
+        nginx: &Path,
+        root: &Path,
+        extra: &str,
+        tls: Option<(&Path, &Path)>,
+    ) -> Nginx {
         // nginx cannot report a port it chose: take a free one (retrying
         // if another process took it in between).
         for _ in 0..5 {
