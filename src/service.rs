@@ -156,15 +156,6 @@ impl FileService {
         self.root.is_some()
     }
 
-    /// What is served (a directory, or `s3://bucket/prefix`), for display
-    /// only.
-    pub fn root_display(&self) -> Option<String> {
-        match self.root.as_ref()? {
-            Storage::Local(r) => Some(r.display_path().display().to_string()),
-            Storage::Object(o) => Some(o.url().to_string()),
-        }
-    }
-
     /// Runs `f` on the local root in the blocking pool, within the bound.
     async fn blocking<T: Send + 'static>(
         &self,
@@ -352,8 +343,8 @@ impl FileService {
     }
 
     /// The BLAKE3 hash of an opened file, computed (rationed) if not known.
-    /// An object's hash is first looked for in the store, where any node
-    /// that computed it kept it.
+    /// (An object's hash kept in the store by another node was already
+    /// taken into the cache by [`FileService::open`].)
     ///
     /// # Errors
     ///
@@ -363,11 +354,7 @@ impl FileService {
             Content::Local(file) => self.hashes.hash(file, &f.info).await,
             Content::Object(blob) => {
                 self.hashes
-                    .hash_with(&f.info, blob.size(), || async {
-                        if let Some(h) = blob.shared_hash().await {
-                            tracing::info!("object hash found in the store: {}", blob.key());
-                            return Ok(h);
-                        }
+                    .hash_with(&f.info, || async {
                         let h = blob.compute_hash().await?;
                         tracing::info!("object hashed: {} ({} bytes)", blob.key(), blob.size());
                         Ok(h)
@@ -395,7 +382,7 @@ impl FileService {
         len: u64,
     ) -> io::Result<ByteStream> {
         let body = blob.range(offset, len).await?;
-        if offset != 0 || len != info.size || len == 0 || self.known_hash(info).is_some() {
+        if !self.whole_and_unhashed(info, offset, len) {
             return Ok(body);
         }
         Ok(hashing_body(self.clone(), blob.clone(), *info, body))
@@ -405,11 +392,13 @@ impl FileService {
     /// ([`FileService::object_body`]): then the hash is known once the body
     /// has been sent, and asking for it earlier would read the object twice.
     pub fn hashes_while_sending(&self, f: &OpenFile, offset: u64, len: u64) -> bool {
-        matches!(f.content, Content::Object(_))
-            && offset == 0
-            && len == f.info.size
-            && len > 0
-            && self.known_hash(&f.info).is_none()
+        matches!(f.content, Content::Object(_)) && self.whole_and_unhashed(&f.info, offset, len)
+    }
+
+    /// Whether `offset..offset + len` is all of a non-empty version whose
+    /// hash is not known yet.
+    fn whole_and_unhashed(&self, info: &FileInfo, offset: u64, len: u64) -> bool {
+        offset == 0 && len == info.size && len > 0 && self.known_hash(info).is_none()
     }
 
     /// The hash of this version of a file, if already known (never computes).
@@ -419,7 +408,8 @@ impl FileService {
 }
 
 /// `body` (all of `blob`), hashed as it passes; at its end the hash is
-/// cached, and kept in the store unless another node already did.
+/// cached and kept in the store ([`FileService::open`] found none there;
+/// another node writing the same entry meanwhile writes the same bytes).
 fn hashing_body(
     svc: Arc<FileService>,
     blob: ObjectBlob,
@@ -439,11 +429,7 @@ fn hashing_body(
                 svc.hashes.insert_object(&info, hash);
                 tracing::info!("object hashed: {} ({seen} bytes, while sent)", blob.key());
                 let blob = blob.clone();
-                tokio::spawn(async move {
-                    if blob.shared_hash().await.is_none() {
-                        blob.keep_hash(hash).await;
-                    }
-                });
+                tokio::spawn(async move { blob.keep_hash(hash).await });
             }
         }
         chunk

@@ -205,10 +205,14 @@ async fn object_root(
     };
     let root =
         ObjectRoot::connect(url, &config, opts).with_context(|| format!("cannot serve {url}"))?;
-    tokio::time::timeout(crate::service::HEALTH_TIMEOUT * 5, root.check())
+    let patience = crate::service::HEALTH_TIMEOUT * 5;
+    tokio::time::timeout(patience, root.check())
         .await
         .map_err(|_| {
-            anyhow::anyhow!("cannot serve {url}: the object store did not answer within 10 s")
+            anyhow::anyhow!(
+                "cannot serve {url}: the object store did not answer within {} s",
+                patience.as_secs()
+            )
         })?
         .with_context(|| format!("cannot serve {url}"))?;
     Ok(std::sync::Arc::new(root))

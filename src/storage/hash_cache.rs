@@ -182,7 +182,7 @@ impl HashCache {
         let _ = self.slot(HashKey::from(info)).set(hash);
     }
 
-    /// The hash of the version `info` (of `size` bytes), computed by
+    /// The hash of the version `info`, computed by
     /// `compute` if not known: for storage that is not a local file (an
     /// object, whose version key carries its ETag, so no racy window
     /// applies). Shares one computation among concurrent requests and takes
@@ -191,12 +191,7 @@ impl HashCache {
     /// # Errors
     ///
     /// `compute`'s error (nothing is cached then).
-    pub async fn hash_with<F, Fut>(
-        &self,
-        info: &FileInfo,
-        size: u64,
-        compute: F,
-    ) -> io::Result<[u8; HASH_LEN]>
+    pub async fn hash_with<F, Fut>(&self, info: &FileInfo, compute: F) -> io::Result<[u8; HASH_LEN]>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = io::Result<[u8; HASH_LEN]>>,
@@ -205,7 +200,7 @@ impl HashCache {
         let slot = self.slot(key);
         let res = slot
             .get_or_try_init(|| async {
-                let _turn = if size > INLINE_HASH_MAX {
+                let _turn = if info.size > INLINE_HASH_MAX {
                     Some(self.computing.acquire().await.map_err(io::Error::other)?)
                 } else {
                     None
