@@ -92,20 +92,10 @@ impl ObjectRoot {
             }
         }
         // No object may stand where a directory of the path is.
-        let mut end = 0;
-        for comp in path
-            .split('/')
-            .collect::<Vec<_>>()
-            .iter()
-            .rev()
-            .skip(1)
-            .rev()
-        {
-            end += comp.len();
-            if self.head(&path[..end]).await?.is_some() {
+        for (slash, _) in path.match_indices('/') {
+            if self.head(&path[..slash]).await?.is_some() {
                 return Err(UploadError::Path(PathError::NotADirectory));
             }
-            end += 1;
         }
         let replaced = self.head(&path).await?.is_some();
         if replaced && !rules.overwrite {
