@@ -34,7 +34,7 @@ Single-node Garage $GARAGE_VERSION object store on 127.0.0.1, for tests/benchmar
 commands:
   install      reuse garage $GARAGE_VERSION from PATH or ~/.cargo/bin, else build
                it with: ${CARGO_INSTALL[*]}
-               (the build takes ~10 min on 2 cores)
+               (the build takes 11-13 min on 2 cores)
   start DIR    write DIR/garage.toml (free loopback ports, random secrets) unless
                it exists, start 'garage server' (log DIR/garage.log, pid
                DIR/garage.pid), assign+apply a 1-node layout, create key
@@ -88,7 +88,7 @@ cmd_install() {
         return 0
     fi
     command -v cargo >/dev/null || die "garage $GARAGE_VERSION not found and cargo is not installed"
-    log "garage $GARAGE_VERSION not found; building it, this takes ~10 min:"
+    log "garage $GARAGE_VERSION not found; building it, this takes 11-13 min on 2 cores:"
     log "  ${CARGO_INSTALL[*]}"
     "${CARGO_INSTALL[@]}"
     g=$(find_garage) || die "cargo install finished but no garage $GARAGE_VERSION found"
