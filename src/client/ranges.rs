@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use indicatif::ProgressBar;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::debug;
 
 use super::download::{download_job, read_trailer};
@@ -100,6 +101,11 @@ async fn split_once(
     opts: &GetOptions,
     restarted: &mut Option<Restart>,
 ) -> Result<Outcome, SplitError> {
+    // The other lanes connect while the first one connects and asks for
+    // the file's size: on a long round trip that is two of them saved.
+    // Unused ones (a small file, one stream, a failure) are dropped, which
+    // closes them.
+    let spare = preconnect(addr, jobs.saturating_sub(1));
     let mut first = Client::connect(addr).await?;
     let st = first.stat(remote).await?;
     if st.kind != EntryKind::File {
@@ -155,7 +161,20 @@ async fn split_once(
         opts,
         jobs,
     };
-    split.run(first, ranges).await.map(Outcome::Saved)
+    split.run(first, spare, ranges).await.map(Outcome::Saved)
+}
+
+/// A connection being opened for a lane; aborted if dropped unused.
+type Connecting = AbortOnDropHandle<Result<Client, ClientError>>;
+
+/// Starts opening `n` connections to `addr`.
+fn preconnect(addr: &HostPort, n: usize) -> Vec<Connecting> {
+    (0..n)
+        .map(|_| {
+            let addr = addr.clone();
+            AbortOnDropHandle::new(tokio::spawn(async move { Client::connect(&addr).await }))
+        })
+        .collect()
 }
 
 /// The ranges of a fresh split, or `None` if the file is not worth it.
@@ -238,6 +257,7 @@ impl Split<'_> {
     async fn run(
         &self,
         first: Client,
+        mut spare: Vec<Connecting>,
         mut ranges: Vec<RangeProgress>,
     ) -> Result<Downloaded, SplitError> {
         let part = self.part;
@@ -289,8 +309,10 @@ impl Split<'_> {
         let mut first = Some(first);
         for lane in 0..lanes {
             let pieces: Vec<usize> = todo.iter().copied().skip(lane).step_by(lanes).collect();
+            let client = first.take();
             let ctx = Lane {
-                client: first.take(),
+                connecting: if client.is_none() { spare.pop() } else { None },
+                client,
                 addr: self.addr.clone(),
                 remote: self.remote.to_string(),
                 version: self.version,
@@ -302,6 +324,8 @@ impl Split<'_> {
             };
             tasks.spawn(ctx.run(pieces));
         }
+        // Connections opened for lanes that have no range to fetch.
+        drop(spare);
         let snapshot = |done: &[AtomicU64]| -> Vec<RangeProgress> {
             ranges
                 .iter()
@@ -398,6 +422,8 @@ impl Split<'_> {
 /// One connection's share of a split download.
 struct Lane {
     client: Option<Client>,
+    /// The connection opened for this lane beside the first one's STAT.
+    connecting: Option<Connecting>,
     addr: HostPort,
     remote: String,
     version: Validator,
@@ -417,9 +443,12 @@ impl Lane {
         let mut reconnects = 0;
         for i in pieces {
             loop {
-                let mut client = match self.client.take() {
-                    Some(c) => c,
-                    None => Client::connect(&self.addr).await?,
+                let mut client = match (self.client.take(), self.connecting.take()) {
+                    (Some(c), _) => c,
+                    (None, Some(opening)) => opening.await.map_err(|e| {
+                        ClientError::Protocol(format!("connecting a lane failed: {e}"))
+                    })??,
+                    (None, None) => Client::connect(&self.addr).await?,
                 };
                 match self.fetch(&mut client, i).await {
                     Ok(h) => {

@@ -501,14 +501,40 @@ fn http_split_download_resumes_its_ranges_and_restarts_when_the_file_changed() {
     eprintln!("FIGURE http -j 4 from nginx: killed with {kept} bytes of ranges kept, resumed and verified; a changed file started over");
 }
 
-/// The most requests the server's log says one HTTP connection carried
-/// (its `disconnected: http: N request(s)` lines).
-/// The request counts of the server's finished HTTP connections.
+/// The request counts of the server's finished HTTP connections (its
+/// `disconnected: http: N request(s)` lines).
 fn requests_per_connection(log: &str) -> Vec<usize> {
     log.lines()
         .filter_map(|l| l.split("disconnected: http: ").nth(1))
         .filter_map(|rest| rest.split(' ').next()?.parse().ok())
         .collect()
+}
+
+/// `-j 4` over HTTP opens four connections, not five: the lanes connect
+/// while the first range is asked about, and the probe's connection,
+/// kept alive, carries the first lane's range.
+#[test]
+fn http_split_download_reuses_the_probes_connection() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let data = random_bytes(16 << 20, 47);
+    write_file(&root, "big.bin", &data);
+    let srv = Server::start_logging(&root, &[], Some("ferry=debug"));
+    let url = format!("http://{}/big.bin", srv.host());
+    let r = ferry(tmp.path(), &["get", "-j", "4", &url, "-o", "out/"]).ok();
+    assert!(
+        fs::read(tmp.path().join("out/big.bin")).unwrap() == data,
+        "{r}"
+    );
+    let done = wait_until(Duration::from_secs(30), Duration::from_millis(50), || {
+        requests_per_connection(&srv.stderr()).len() >= 4
+    });
+    let mut counts = requests_per_connection(&srv.stderr());
+    counts.sort_unstable();
+    assert!(done, "{counts:?}");
+    // The probe (one byte) and the first range on one connection, one range
+    // on each of three others.
+    assert_eq!(counts, [1, 1, 1, 2], "{}", srv.stderr());
 }
 
 /// `-r -j N` over HTTP spreads a tree's files over N kept-alive

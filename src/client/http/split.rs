@@ -18,10 +18,11 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use http::StatusCode;
 use http_body_util::BodyExt;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::debug;
 
 use super::save::{check, wants_blake3};
-use super::{about, fetch, About, Conn, HttpOptions, HttpSaved, Span, Url, STALL_TIMEOUT};
+use super::{about, connect, fetch, About, Conn, HttpOptions, HttpSaved, Span, Url, STALL_TIMEOUT};
 use crate::client::output::{Existing, OutputDir};
 use crate::client::ranges::{split_ranges, MIN_SPLIT};
 use crate::client::{ClientError, GetOptions, Have, RangeProgress};
@@ -75,6 +76,11 @@ pub(super) async fn split(
     opts: &HttpOptions,
 ) -> Result<Split, ClientError> {
     let part = out.part(rel);
+    // The other lanes connect while the first range is asked about: on a
+    // long round trip (and more with TLS) that is the handshakes saved.
+    // Unused ones are dropped, which closes them.
+    let mut spare = preconnect(url, opts, opts.jobs.saturating_sub(1));
+    let mut first_conn = None;
     let plan = match (part.resume_point(), part.if_range()) {
         (Some((Have::Ranges(ranges), v)), Some(validator)) => Plan {
             resumed: ranges.iter().map(|r| r.done.min(r.length)).sum(),
@@ -83,7 +89,7 @@ pub(super) async fn split(
             validator,
             blake3: None,
         },
-        _ => match probe(url, out, rel, get, opts).await? {
+        _ => match probe(&mut first_conn, url, out, rel, get, opts).await? {
             Probe::Split(p) => p,
             Probe::No => return Ok(Split::No),
             Probe::UpToDate(size) => {
@@ -111,10 +117,32 @@ pub(super) async fn split(
         .bar(&part.target().display().to_string(), plan.v.size);
     bar.set_position(plan.resumed);
     let server_hash = Arc::new(Mutex::new(plan.blake3));
+    // The probe's connection goes to the first lane with work, the opened
+    // ones to the next.
+    let starts: Vec<LaneStart> = plan
+        .ranges
+        .iter()
+        .map(|r| match (r.remaining() > 0, first_conn.take()) {
+            (false, c) => {
+                first_conn = c;
+                LaneStart::default()
+            }
+            (true, Some(c)) => LaneStart {
+                conn: Some(c),
+                opening: None,
+            },
+            (true, None) => LaneStart {
+                conn: None,
+                opening: spare.pop(),
+            },
+        })
+        .collect();
+    drop(spare);
     let results = {
-        let lanes = (0..plan.ranges.len()).map(|i| {
+        let lanes = starts.into_iter().enumerate().map(|(i, start)| {
             lane(
                 i,
+                start,
                 url,
                 &plan,
                 &file,
@@ -219,26 +247,55 @@ enum Probe {
     UpToDate(u64),
 }
 
-/// Asks for the first byte: a `206` names the size and version, and says
-/// the server serves ranges.
+/// A connection being opened for a lane; aborted if dropped unused.
+type Opening = AbortOnDropHandle<Result<Conn, ClientError>>;
+
+/// Starts opening `n` connections to `url`'s server.
+fn preconnect(url: &Url, opts: &HttpOptions, n: usize) -> Vec<Opening> {
+    (0..n)
+        .map(|_| {
+            let (url, opts) = (url.clone(), opts.clone());
+            AbortOnDropHandle::new(tokio::spawn(async move { connect(&url, &opts).await }))
+        })
+        .collect()
+}
+
+/// The connection a lane starts with: one already open, one being
+/// opened, or none (the lane opens its own).
+#[derive(Default)]
+struct LaneStart {
+    conn: Option<Conn>,
+    opening: Option<Opening>,
+}
+
+/// Asks for the first byte over `conn` (left open for a lane): a `206`
+/// names the size and version, and says the server serves ranges.
 async fn probe(
+    conn: &mut Option<Conn>,
     url: &Url,
     out: &OutputDir,
     rel: &Path,
     get: &GetOptions,
     opts: &HttpOptions,
 ) -> Result<Probe, ClientError> {
-    let mut conn = None;
     let first = Span {
         from: 0,
         to: Some(0),
         validator: "",
     };
-    let answer = fetch(&mut conn, url, Some(first), opts).await?;
+    let answer = fetch(conn, url, Some(first), opts).await?;
     if answer.status != StatusCode::PARTIAL_CONTENT {
         return Ok(Probe::No);
     }
     let info = about(&answer)?;
+    // Read the byte asked for, so the connection is idle again for a lane.
+    let body = http_body_util::Limited::new(answer.body, 64 * 1024);
+    if !matches!(
+        tokio::time::timeout(STALL_TIMEOUT, body.collect()).await,
+        Ok(Ok(_))
+    ) {
+        *conn = None;
+    }
     let (Some(size), Some(validator)) = (info.total, info.validator.clone()) else {
         return Ok(Probe::No);
     };
@@ -273,6 +330,7 @@ async fn probe(
 #[allow(clippy::too_many_arguments)]
 async fn lane(
     i: usize,
+    start: LaneStart,
     url: &Url,
     plan: &Plan,
     file: &std::fs::File,
@@ -282,7 +340,15 @@ async fn lane(
     get: &GetOptions,
     opts: &HttpOptions,
 ) -> Result<(), LaneEnd> {
-    let mut conn: Option<Conn> = None;
+    let mut conn = match start {
+        LaneStart { conn: Some(c), .. } => Some(c),
+        // A connection that could not be opened is opened again by
+        // `fetch`, which reports the error.
+        LaneStart {
+            opening: Some(o), ..
+        } => o.await.ok().and_then(Result::ok),
+        LaneStart { .. } => None,
+    };
     let mut last = None;
     for attempt in 0..LANE_TRIES {
         if attempt > 0 {
