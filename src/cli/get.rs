@@ -187,7 +187,7 @@ impl Plan<'_> {
         loop {
             let res = match session {
                 Some(c) => fetch_file(c, out, rel, path, &self.opts).await,
-                None => match Client::connect(&self.addr).await {
+                None => match Client::connect_pipelined(&self.addr).await {
                     Ok(c) => fetch_file(session.insert(c), out, rel, path, &self.opts).await,
                     Err(e) => Err(e),
                 },
@@ -247,7 +247,7 @@ impl Plan<'_> {
                 "-o - writes one verified file stream; it cannot be combined with -r or --tutorial"
             );
         }
-        let mut client = Client::connect(&self.addr).await?;
+        let mut client = Client::connect_pipelined(&self.addr).await?;
         let stdout = io::stdout();
         let mut out = stdout.lock();
         let mut failures = 0;

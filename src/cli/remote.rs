@@ -42,7 +42,7 @@ pub(super) async fn ls(a: LsArgs) -> Result<ExitCode> {
     };
     let path = path.trim_matches('/');
     let path = if path == "." { "" } else { path };
-    let mut client = Client::connect(&target.addr).await?;
+    let mut client = Client::connect_pipelined(&target.addr).await?;
     client.queue_list(path)?;
     client.flush().await?;
     let mut out = io::stdout().lock();

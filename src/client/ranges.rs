@@ -106,7 +106,7 @@ async fn split_once(
     // Unused ones (a small file, one stream, a failure) are dropped, which
     // closes them.
     let spare = preconnect(addr, jobs.saturating_sub(1));
-    let mut first = Client::connect(addr).await?;
+    let mut first = Client::connect_pipelined(addr).await?;
     let st = first.stat(remote).await?;
     if st.kind != EntryKind::File {
         // Let the plain path produce its usual answer ("is a directory").

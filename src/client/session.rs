@@ -16,13 +16,16 @@ use crate::protocol::{
     MAX_MESSAGE_LEN, VERSION,
 };
 
-/// A native ferry session: connected, hello exchanged.
+/// A native ferry session: connected, hello sent (and, once anything has
+/// been read, the server's welcome received).
 #[derive(Debug)]
 pub struct Client {
     conn: Connection<Stream>,
     peer: SocketAddr,
     /// The capabilities the server granted.
     caps: u64,
+    /// Whether the server's `Welcome` has been read.
+    welcomed: bool,
 }
 
 impl Client {
@@ -34,9 +37,22 @@ impl Client {
     /// `server busy`) as `Remote`.
     pub async fn connect(addr: &HostPort) -> Result<Self, ClientError> {
         let stream = connect_stream(addr).await?;
-        let client = Self::handshake(stream, addr.token.as_ref()).await?;
-        debug!(peer = %client.peer, "hello exchanged");
-        Ok(client)
+        Self::handshake(stream, addr.token.as_ref()).await
+    }
+
+    /// Connects and queues the hello without waiting for the server's
+    /// answer: the first request leaves with it, a round trip sooner, and
+    /// the welcome is read before that request's answer. A refusal (busy,
+    /// token, not ferry) is then the first request's error. The server
+    /// reads a refused connection to its end before closing, so the
+    /// refusal is not lost to a reset.
+    ///
+    /// # Errors
+    ///
+    /// Connection failures (TLS included).
+    pub async fn connect_pipelined(addr: &HostPort) -> Result<Self, ClientError> {
+        let stream = connect_stream(addr).await?;
+        Self::start(stream, addr.token.as_ref())
     }
 
     /// Exchanges hellos over an already connected stream, presenting
@@ -49,6 +65,14 @@ impl Client {
         stream: Stream,
         token: Option<&crate::auth::Secret>,
     ) -> Result<Self, ClientError> {
+        let mut client = Self::start(stream, token)?;
+        client.flush().await?;
+        client.welcome().await?;
+        Ok(client)
+    }
+
+    /// Queues the magic and the hello.
+    fn start(stream: Stream, token: Option<&crate::auth::Secret>) -> Result<Self, ClientError> {
         let peer = stream
             .tcp()
             .peer_addr()
@@ -65,8 +89,18 @@ impl Client {
                 },
             token: token.map(|t| t.expose().as_bytes().to_vec()),
         });
-        conn.flush().await.map_err(ConnectionError::from)?;
-        match conn.read_magic().await {
+        Ok(Client {
+            conn,
+            peer,
+            caps: caps::NONE,
+            welcomed: false,
+        })
+    }
+
+    /// Reads the server's magic and `Welcome` (the hello must be sent).
+    async fn welcome(&mut self) -> Result<(), ClientError> {
+        let peer = self.peer;
+        match self.conn.read_magic().await {
             Ok(true) => {}
             Ok(false) => {
                 return Err(ClientError::Protocol(format!(
@@ -78,15 +112,12 @@ impl Client {
             }
             Err(e) => return Err(e.into()),
         }
-        let mut client = Client {
-            conn,
-            peer,
-            caps: caps::NONE,
-        };
-        match client.read_reply().await? {
+        match self.next_frame().await? {
             Frame::Welcome { version, caps } if version >= 1 && version <= VERSION => {
-                client.caps = caps;
-                Ok(client)
+                self.caps = caps;
+                self.welcomed = true;
+                debug!(%peer, "hello exchanged");
+                Ok(())
             }
             Frame::Welcome { version, .. } => Err(ClientError::Protocol(format!(
                 "server chose unsupported version {version}"
@@ -95,13 +126,17 @@ impl Client {
         }
     }
 
-    /// The framed connection, for receiving a body without copies.
+    /// The framed connection, for receiving a body without copies (after
+    /// its header was read, so past the welcome).
     pub(crate) fn connection(&mut self) -> &mut Connection<Stream> {
+        debug_assert!(self.welcomed, "raw reads before the welcome");
         &mut self.conn
     }
 
-    /// Whether the server said it accepts uploads.
+    /// Whether the server said it accepts uploads (known once the welcome
+    /// was read: always after [`Client::connect`]).
     pub fn accepts_uploads(&self) -> bool {
+        debug_assert!(self.welcomed, "capabilities asked before the welcome");
         self.caps & caps::UPLOAD != 0
     }
 
@@ -117,6 +152,13 @@ impl Client {
     ///
     /// `Remote` for an error frame, `Connection` for a broken connection.
     pub async fn read_reply(&mut self) -> Result<Frame, ClientError> {
+        if !self.welcomed {
+            self.welcome().await?;
+        }
+        self.next_frame().await
+    }
+
+    async fn next_frame(&mut self) -> Result<Frame, ClientError> {
         match self.conn.read_frame().await? {
             // Escaped now: the message is the server's, and may be meant to
             // reach a terminal (colours, titles, cursor moves).
@@ -188,6 +230,7 @@ impl Client {
     where
         F: FnMut(&[u8]) -> io::Result<()>,
     {
+        debug_assert!(self.welcomed, "a body read before the welcome");
         self.conn.read_body(len, buf, sink).await
     }
 

@@ -126,7 +126,7 @@ pub async fn download_tree(
     } else {
         PathBuf::from(local_name(remote_dir)?)
     };
-    let mut client = Client::connect(addr).await?;
+    let mut client = Client::connect_pipelined(addr).await?;
     let st = client.stat(remote_dir).await?;
     if st.kind != EntryKind::Dir {
         return Err(ClientError::InvalidPath {
