@@ -1292,6 +1292,11 @@ def scenario5(files) -> None:
         (c_curl, fn_for(lambda d: ["curl", "-sSf", "-o", d / mid.name, f"http://{nginx.hostport}/{rel(mid)}"], out / "curl")),
         (c_ferry, fn_for(lambda d: [FERRY, "get", "-q", ferry.hostport, rel(mid), "-o", d], out / "ferry")),
         (c_j8, fn_for(lambda d: [FERRY, "get", "-q", "-j", "8", ferry.hostport, rel(mid), "-o", d], out / "ferry8")),
+        # The same eight ranges from the same nginx as aria2c below: the
+        # clients compared with the server held equal.
+        (cell("5", "", "nginx + ferry get -q -j 8 http://", "ext4 file", "MB/s", "lossy"),
+         fn_for(lambda d: [FERRY, "get", "-q", "-j", "8", f"http://{nginx.hostport}/{rel(mid)}", "-o", d],
+                out / "ferry8http")),
     ]
     if shutil.which("aria2c"):
         # Eight ranges of the same nginx, next to ferry's -j 8. -k 1M: aria2's
@@ -2292,6 +2297,16 @@ def aims(refs) -> str:
             out.append(f"- ferry server RSS {what}: {v:.1f} MiB (aim < 50 MiB) — {'met' if v < 50 else 'NOT met'}")
     line("lossy link: ferry -j 8 ÷ ferry single stream", med("5", "ferry get -q -j 8"), med("5", "ferry get -q (one"), 3)
     line("lossy link: ferry -j 8 ÷ curl single stream", med("5", "ferry get -q -j 8"), med("5", "nginx + curl"), 3)
+    line("lossy link: ferry -j 8 ÷ aria2c -x 8 -s 8 (issue 13)", med("5", "ferry get -q -j 8"),
+         med("5", "nginx + aria2c"), 1)
+    line("lossy link, both from nginx: ferry get -j 8 http:// ÷ aria2c -x 8 -s 8", med("5", "nginx + ferry get"),
+         med("5", "nginx + aria2c"), 1)
+    line(f"{BIG_MIB} MiB, verified, to /dev/null: ferry get -o - ÷ one iperf3 stream (issue 13)",
+         med("1", "ferry get -o -", "/dev/null"), med("1", "iperf3 (memory", "memory"), 0.8)
+    line(f"{BIG_MIB} MiB from nginx into tmpfs: ferry get http:// ÷ curl (issue 13)",
+         med("9", "ferry get http://"), med("9", "curl -o"), 1)
+    line(f"{BIG_MIB} MiB from nginx into tmpfs: ferry get http:// ÷ aria2c -x1 (issue 13)",
+         med("9", "ferry get http://"), med("9", "aria2c -x1"), 1)
     for peer in ("nginx", "dufs", "miniserve"):
         line(f"HTTP, {BIG_MIB} MiB by curl: ferry ÷ {peer}", med("6", "ferry serve (HTTP)", "/dev/null"),
              med("6", peer, "/dev/null"), 1)

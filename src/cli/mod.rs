@@ -313,8 +313,9 @@ struct GetArgs {
     /// there from an earlier run are skipped.
     #[arg(short, long)]
     recursive: bool,
-    /// Parallel connections: a large file is split into ranges, a tree's
-    /// files are spread over them. Split downloads resume too.
+    /// Parallel connections: a large file is split into ranges (a
+    /// connection that is done takes over half of the largest range left),
+    /// a tree's files are spread over them. Split downloads resume too.
     #[arg(short, long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=64))]
     jobs: u32,

@@ -9,6 +9,7 @@
 //! not, and says which it did.
 
 mod addr;
+pub mod board;
 pub mod download;
 pub mod http;
 pub mod output;

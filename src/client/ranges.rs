@@ -3,9 +3,11 @@
 //!
 //! The file is cut into N ranges; each connection fetches one with a GET
 //! carrying the version (size, mtime) seen by a STAT first, and writes it
-//! at its offset in the part file. Every answer's trailer carries the hash
-//! of the whole file; once all ranges are in, the part is hashed from disk
-//! and compared before it is renamed into place.
+//! at its offset in the part file. A connection that is done takes over
+//! the second half of the range with the most left ([`super::board`]), so
+//! a slow connection does not hold the others back. Every answer's trailer
+//! carries the hash of the whole file; once all ranges are in, the part is
+//! hashed from disk and compared before it is renamed into place.
 //!
 //! A split download is resumable: each range's progress is kept in the
 //! part's metadata (checkpointed every second, and when the download fails
@@ -16,10 +18,8 @@
 //! over; it never splices two versions together.
 
 use std::fs::File;
-use std::io;
 use std::os::unix::fs::FileExt as _;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +27,7 @@ use indicatif::ProgressBar;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::debug;
 
+use super::board::Board;
 use super::download::{download_job, read_trailer};
 use super::output::{Existing, OutputDir};
 use super::space::check_free;
@@ -290,25 +291,20 @@ impl Split<'_> {
             }
         }
         let file = Arc::new(file);
-        let done: Arc<[AtomicU64]> = ranges.iter().map(|r| AtomicU64::new(r.done)).collect();
         let bar = self.opts.progress.bar(self.remote, self.version.size);
         bar.set_position(resumed);
-        let todo: Vec<usize> = (0..ranges.len())
-            .filter(|&i| ranges[i].remaining() > 0)
-            .collect();
-        let lanes = self.jobs.clamp(1, todo.len().max(1));
+        let todo = ranges.iter().filter(|r| r.remaining() > 0).count();
+        // As many lanes as asked for: once the ranges are all taken, a free
+        // lane takes over half of the largest one left (see `board`).
+        let lanes = self.jobs.max(1);
         debug!(
             ranges = ranges.len(),
-            todo = todo.len(),
-            lanes,
-            resumed,
-            "split download"
+            todo, lanes, resumed, "split download"
         );
-        let ranges: Arc<[RangeProgress]> = ranges.into();
+        let board = Arc::new(Board::new(ranges));
         let mut tasks = tokio::task::JoinSet::new();
         let mut first = Some(first);
-        for lane in 0..lanes {
-            let pieces: Vec<usize> = todo.iter().copied().skip(lane).step_by(lanes).collect();
+        for _ in 0..lanes {
             let client = first.take();
             let ctx = Lane {
                 connecting: if client.is_none() { spare.pop() } else { None },
@@ -316,26 +312,14 @@ impl Split<'_> {
                 addr: self.addr.clone(),
                 remote: self.remote.to_string(),
                 version: self.version,
-                ranges: ranges.clone(),
-                done: done.clone(),
+                board: board.clone(),
                 file: file.clone(),
                 part_path: part.part_path(),
                 bar: (*bar).clone(),
             };
-            tasks.spawn(ctx.run(pieces));
+            tasks.spawn(ctx.run());
         }
-        // Connections opened for lanes that have no range to fetch.
         drop(spare);
-        let snapshot = |done: &[AtomicU64]| -> Vec<RangeProgress> {
-            ranges
-                .iter()
-                .zip(done)
-                .map(|(r, d)| RangeProgress {
-                    done: d.load(Ordering::Acquire),
-                    ..*r
-                })
-                .collect()
-        };
         let mut hashes = Vec::new();
         let mut failure: Option<SplitError> = None;
         let mut tick = tokio::time::interval(CHECKPOINT);
@@ -358,7 +342,7 @@ impl Split<'_> {
                     }
                 },
                 _ = tick.tick() => {
-                    let _ = part.write_meta(self.version, Some(&snapshot(&done)));
+                    let _ = part.write_meta(self.version, Some(&board.snapshot()));
                 }
                 () = self.opts.cancel.cancelled(), if failure.is_none() => {
                     failure = Some(SplitError::Client(ClientError::Interrupted {
@@ -370,8 +354,8 @@ impl Split<'_> {
                 }
             }
         }
-        // Every task has stopped writing: what the counters say is on disk.
-        let progress = snapshot(&done);
+        // Every task has stopped writing: what the board says is on disk.
+        let progress = board.snapshot();
         let kept = Have::Ranges(progress.clone()).bytes();
         if let Some(e) = failure {
             if matches!(e, SplitError::Changed) {
@@ -427,58 +411,85 @@ struct Lane {
     addr: HostPort,
     remote: String,
     version: Validator,
-    ranges: Arc<[RangeProgress]>,
-    done: Arc<[AtomicU64]>,
+    board: Arc<Board>,
     file: Arc<File>,
     part_path: std::path::PathBuf,
     bar: ProgressBar,
 }
 
+/// How a lane's request for a range ended.
+enum Fetched {
+    /// Answered to its end: the trailer's hash of the whole file.
+    Whole([u8; HASH_LEN]),
+    /// The range was cut short by another lane taking over its end, and
+    /// the bytes up to the cut are written; the rest of the answer is not
+    /// wanted, so the connection cannot be used again.
+    Cut,
+}
+
 impl Lane {
-    /// Fetches the rest of each range in `pieces`, in turn, reconnecting
-    /// (a few times) when the connection breaks. Returns the trailers'
-    /// hashes.
-    async fn run(mut self, pieces: Vec<usize>) -> Result<Vec<[u8; HASH_LEN]>, SplitError> {
+    /// Fetches ranges from the board until none is left to take, and
+    /// returns the trailers' hashes.
+    async fn run(mut self) -> Result<Vec<[u8; HASH_LEN]>, SplitError> {
         let mut hashes = Vec::new();
         let mut reconnects = 0;
-        for i in pieces {
-            loop {
-                let mut client = match (self.client.take(), self.connecting.take()) {
-                    (Some(c), _) => c,
-                    (None, Some(opening)) => opening.await.map_err(|e| {
-                        ClientError::Protocol(format!("connecting a lane failed: {e}"))
-                    })??,
-                    (None, None) => Client::connect(&self.addr).await?,
-                };
-                match self.fetch(&mut client, i).await {
-                    Ok(h) => {
-                        hashes.push(h);
-                        self.client = Some(client);
-                        break;
-                    }
-                    Err(SplitError::Client(e))
-                        if e.breaks_connection()
-                            && !matches!(e, ClientError::Interrupted { .. })
-                            && e.remote_code() != Some(crate::protocol::ErrorCode::Busy)
-                            && reconnects < MAX_RECONNECTS =>
-                    {
-                        reconnects += 1;
-                        debug!("range {i}: {e}; reconnecting ({reconnects}/{MAX_RECONNECTS})");
-                    }
-                    Err(e) => return Err(e),
-                }
+        while let Some(i) = self.board.claim() {
+            let fetched = self.fetch_range(i, &mut reconnects).await;
+            self.board.release(i);
+            if let Some(h) = fetched? {
+                hashes.push(h);
             }
         }
         Ok(hashes)
     }
 
-    /// Fetches what range `i` lacks over `client`.
-    async fn fetch(&self, client: &mut Client, i: usize) -> Result<[u8; HASH_LEN], SplitError> {
-        let range = self.ranges[i];
-        let done = &self.done[i];
-        let have = done.load(Ordering::Acquire).min(range.length);
-        let offset = range.offset + have;
-        let length = range.length - have;
+    /// Fetches what range `i` lacks, reconnecting (a few times in all)
+    /// when the connection breaks.
+    async fn fetch_range(
+        &mut self,
+        i: usize,
+        reconnects: &mut usize,
+    ) -> Result<Option<[u8; HASH_LEN]>, SplitError> {
+        loop {
+            if self.board.range(i).remaining() == 0 {
+                return Ok(None);
+            }
+            let mut client = match (self.client.take(), self.connecting.take()) {
+                (Some(c), _) => c,
+                (None, Some(opening)) => opening.await.map_err(|e| {
+                    ClientError::Protocol(format!("connecting a lane failed: {e}"))
+                })??,
+                (None, None) => Client::connect(&self.addr).await?,
+            };
+            match self.fetch(&mut client, i).await {
+                Ok(Fetched::Whole(h)) => {
+                    self.client = Some(client);
+                    return Ok(Some(h));
+                }
+                Ok(Fetched::Cut) => {
+                    debug!("range {i} cut by another lane: leaving its connection");
+                    return Ok(None);
+                }
+                Err(SplitError::Client(e))
+                    if e.breaks_connection()
+                        && !matches!(e, ClientError::Interrupted { .. })
+                        && e.remote_code() != Some(crate::protocol::ErrorCode::Busy)
+                        && *reconnects < MAX_RECONNECTS =>
+                {
+                    *reconnects += 1;
+                    debug!("range {i}: {e}; reconnecting ({reconnects}/{MAX_RECONNECTS})");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Fetches what range `i` lacks over `client`, up to where the range
+    /// ends (which may move closer while the answer arrives).
+    async fn fetch(&self, client: &mut Client, i: usize) -> Result<Fetched, SplitError> {
+        let range = self.board.range(i);
+        let offset = range.offset + range.done.min(range.length);
+        let length = range.remaining();
         client.queue_get(GetRequest {
             path: self.remote.as_bytes().to_vec(),
             offset,
@@ -505,35 +516,33 @@ impl Lane {
                 h.offset, h.length
             ))));
         }
+        let end = offset + length;
         let mut pos = offset;
         let mut buf = vec![0u8; 1024 * 1024];
-        let mut write_error = None;
-        let res = client
-            .read_body(length, &mut buf, |chunk| {
-                if let Err(e) = self.file.write_all_at(chunk, pos) {
-                    let kind = e.kind();
-                    write_error = Some(e);
-                    return Err(io::Error::new(kind, "local write failed"));
-                }
-                pos += chunk.len() as u64;
-                done.store(pos - range.offset, Ordering::Release);
-                self.bar.inc(chunk.len() as u64);
-                Ok(())
-            })
-            .await;
-        if let Some(e) = write_error {
-            return Err(SplitError::Client(ClientError::Local {
-                path: self.part_path.clone(),
-                source: e,
-            }));
-        }
-        res.map_err(|e| match e {
-            crate::connection::ConnectionError::UnexpectedEof(_) => {
-                super::download::cut_short(&self.remote)
+        while pos < end {
+            let want = usize::try_from(end - pos).map_or(buf.len(), |w| w.min(buf.len()));
+            let n = client
+                .connection()
+                .read_raw(&mut buf[..want])
+                .await
+                .map_err(|e| ClientError::Connection(e.into()))?;
+            if n == 0 {
+                return Err(SplitError::Client(super::download::cut_short(&self.remote)));
             }
-            other => other.into(),
-        })?;
-        Ok(read_trailer(client).await?)
+            let fit = self.board.fit(i, pos, n);
+            self.file
+                .write_all_at(&buf[..fit.take], pos)
+                .map_err(|source| ClientError::Local {
+                    path: self.part_path.clone(),
+                    source,
+                })?;
+            pos += fit.take as u64;
+            self.bar.inc(self.board.advance(i, pos));
+            if fit.cut && pos < end {
+                return Ok(Fetched::Cut);
+            }
+        }
+        Ok(Fetched::Whole(read_trailer(client).await?))
     }
 }
 

@@ -1027,16 +1027,29 @@ pub fn send_frames(s: &mut TcpStream, frames: &[Frame]) -> io::Result<()> {
 pub struct SlowProxy {
     pub addr: SocketAddr,
     stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Bytes forwarded server → client, per connection in accept order.
+    down: Arc<std::sync::Mutex<Vec<u64>>>,
 }
 
 impl SlowProxy {
     pub fn start(upstream: SocketAddr, rate: u64) -> SlowProxy {
+        Self::start_rates(upstream, move |_| Some(rate))
+    }
+
+    /// As [`SlowProxy::start`], the `k`-th connection accepted (from 0)
+    /// forwarded at `rate_of(k)` bytes per second, or unthrottled for `None`.
+    pub fn start_rates(
+        upstream: SocketAddr,
+        rate_of: impl Fn(usize) -> Option<u64> + Send + 'static,
+    ) -> SlowProxy {
         use std::sync::atomic::{AtomicBool, Ordering};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         listener.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
+        let down = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let down2 = down.clone();
         std::thread::spawn(move || {
             let started = Instant::now();
             while !stop2.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(120) {
@@ -1054,6 +1067,12 @@ impl SlowProxy {
                 };
                 let _ = client.set_nonblocking(false);
                 let stop3 = stop2.clone();
+                let (k, counts) = {
+                    let mut d = down2.lock().unwrap();
+                    d.push(0);
+                    (d.len() - 1, down2.clone())
+                };
+                let rate = rate_of(k);
                 let (mut c_in, mut s_out) =
                     (client.try_clone().unwrap(), server.try_clone().unwrap());
                 std::thread::spawn(move || {
@@ -1079,6 +1098,8 @@ impl SlowProxy {
                                     break;
                                 }
                                 sent += n as u64;
+                                counts.lock().unwrap()[k] = sent;
+                                let Some(rate) = rate else { continue };
                                 let due = Duration::from_secs_f64(sent as f64 / rate as f64);
                                 if let Some(wait) = due.checked_sub(t0.elapsed()) {
                                     std::thread::sleep(wait);
@@ -1097,12 +1118,17 @@ impl SlowProxy {
                 });
             }
         });
-        SlowProxy { addr, stop }
+        SlowProxy { addr, stop, down }
     }
 
     /// `127.0.0.1:PORT`.
     pub fn host(&self) -> String {
         self.addr.to_string()
+    }
+
+    /// Bytes forwarded to the client so far, per connection in accept order.
+    pub fn down(&self) -> Vec<u64> {
+        self.down.lock().unwrap().clone()
     }
 }
 

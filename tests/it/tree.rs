@@ -92,6 +92,39 @@ fn tree_of_a_file_is_refused_and_missing_dir_reported() {
     assert!(files_under(&out.path().join("o")).is_empty());
 }
 
+/// `-j 4` where one connection (the first the relay accepts) is slow,
+/// 2 MiB/s against unthrottled for the others: once their ranges are done,
+/// the free lanes take over the second half of its 8 MiB range, so it
+/// carries well under 8 MiB, and the file is whole and verified.
+#[test]
+fn split_download_shares_out_a_slow_connections_range() {
+    const MIB: u64 = 1024 * 1024;
+    let root = tempfile::tempdir().unwrap();
+    let data = random_bytes(32 * MIB as usize, 77);
+    write(root.path(), "big.bin", &data);
+    let srv = Server::start(root.path(), &[]);
+    let proxy = SlowProxy::start_rates(srv.addr, |k| (k == 0).then_some(2 * MIB));
+    let out = tempfile::tempdir().unwrap();
+    let r = ferry(
+        out.path(),
+        &["get", "-j", "4", &proxy.host(), "big.bin", "-o", "dl/"],
+    )
+    .ok();
+    assert!(
+        std::fs::read(out.path().join("dl/big.bin")).unwrap() == data,
+        "{r}"
+    );
+    assert!(!out.path().join("dl/big.bin.part.meta").exists());
+    let down = proxy.down();
+    assert!(down.len() >= 4, "{down:?}");
+    assert!(
+        down[0] < 7 * MIB,
+        "the slow connection carried {} bytes, most of its 8 MiB range: {down:?}",
+        down[0]
+    );
+    eprintln!("FIGURE -j 4 with one connection at 2 MiB/s: bytes per connection {down:?}");
+}
+
 #[test]
 fn split_download_is_byte_identical() {
     let root = tempfile::tempdir().unwrap();
