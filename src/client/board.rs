@@ -17,11 +17,15 @@ use std::sync::Mutex;
 use super::RangeProgress;
 
 /// A range is split only if at least this much of it is left, so that
-/// each half is worth a request (and, on a slow link, its own connection).
-pub const MIN_STEAL: u64 = 4 * 1024 * 1024;
+/// each half is worth a request (and the cut lane a new connection).
+/// Measured over a 50 ms, 0.5 %-loss link, a 16 MiB file with `-j 8`
+/// (ranges of 2 MiB), median of 10: 5.63 s with 4 MiB here (cuts on
+/// 1 MiB), 4.00–4.28 s with 1 MiB (256 KiB), 3.85 s with 512 KiB
+/// (128 KiB), against 3.80–4.15 s for `aria2c -x 8 -s 8 -k 1M`.
+pub const MIN_STEAL: u64 = 512 * 1024;
 
 /// Cuts land on multiples of this.
-const ALIGN: u64 = 1024 * 1024;
+const ALIGN: u64 = 128 * 1024;
 
 /// At most this many ranges: the part's metadata lists them all.
 const MAX_RANGES: usize = 256;
@@ -225,9 +229,9 @@ mod tests {
 
     #[test]
     fn small_remainders_are_not_split_and_the_count_is_bounded() {
-        let b = board(&[(0, 6 * MIB, 3 * MIB)]);
+        let b = board(&[(0, 6 * MIB, 6 * MIB - MIN_STEAL / 2)]);
         assert_eq!(b.claim(), Some(0));
-        assert_eq!(b.claim(), None, "3 MiB left: not worth a second lane");
+        assert_eq!(b.claim(), None, "too little left for a second lane");
         let big = board(&[(0, 1 << 40, 0)]);
         let mut n = 0;
         while big.claim().is_some() {
