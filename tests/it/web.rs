@@ -510,9 +510,9 @@ fn requests_per_connection(log: &str) -> Vec<usize> {
         .collect()
 }
 
-/// `-j 4` over HTTP opens four connections, not five: the lanes connect
-/// while the first range is asked about, and the probe's connection,
-/// kept alive, carries the first lane's range.
+/// `-j 4` over HTTP: the probe (a request for the first byte) leaves its
+/// kept-alive connection to a lane, which fetches a range over it, instead
+/// of a fifth connection being opened.
 #[test]
 fn http_split_download_reuses_the_probes_connection() {
     let tmp = tempfile::tempdir().unwrap();
@@ -526,15 +526,52 @@ fn http_split_download_reuses_the_probes_connection() {
         fs::read(tmp.path().join("out/big.bin")).unwrap() == data,
         "{r}"
     );
-    let done = wait_until(Duration::from_secs(30), Duration::from_millis(50), || {
-        requests_per_connection(&srv.stderr()).len() >= 4
-    });
-    let mut counts = requests_per_connection(&srv.stderr());
-    counts.sort_unstable();
-    assert!(done, "{counts:?}");
-    // The probe (one byte) and the first range on one connection, one range
-    // on each of three others.
-    assert_eq!(counts, [1, 1, 1, 2], "{}", srv.stderr());
+    // Access lines: `conn{peer=ADDR}: ...: HTTP method=GET ... status=206 bytes=N ...`.
+    let log = srv.stderr();
+    let access: Vec<(&str, &str)> = log
+        .lines()
+        .filter(|l| l.contains(": HTTP method=") && l.contains(" status="))
+        .filter_map(|l| {
+            let peer = l.split("conn{peer=").nth(1)?.split('}').next()?;
+            Some((peer, l))
+        })
+        .collect();
+    let probe = access
+        .iter()
+        .find(|(_, l)| l.contains("status=206 bytes=1 "))
+        .map(|(peer, _)| *peer)
+        .unwrap_or_else(|| panic!("no probe in the log:\n{log}"));
+    let on_probes = access.iter().filter(|(peer, _)| *peer == probe).count();
+    assert!(
+        on_probes >= 2,
+        "the probe's connection carried {on_probes} request(s)\n{log}"
+    );
+}
+
+/// `-j 4` over HTTP with one connection slow (the first the relay
+/// accepts, 2 MiB/s; the others unthrottled): the free lanes take over the
+/// end of its 8 MiB range, as with the native protocol.
+#[test]
+fn http_split_download_shares_out_a_slow_connections_range() {
+    const MIB: u64 = 1 << 20;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let data = random_bytes(32 << 20, 48);
+    write_file(&root, "big.bin", &data);
+    let srv = Server::start(&root, &[]);
+    let proxy = SlowProxy::start_rates(srv.addr, |k| (k == 0).then_some(2 * MIB));
+    let url = format!("http://{}/big.bin", proxy.host());
+    let r = ferry(tmp.path(), &["get", "-j", "4", &url, "-o", "out/"]).ok();
+    assert!(
+        fs::read(tmp.path().join("out/big.bin")).unwrap() == data,
+        "{r}"
+    );
+    let down = proxy.down();
+    assert!(
+        down.first().is_some_and(|&n| n < 7 * MIB),
+        "the slow connection carried most of an 8 MiB range: {down:?}"
+    );
+    eprintln!("FIGURE http -j 4 with one connection at 2 MiB/s: bytes per connection {down:?}");
 }
 
 /// `-r -j N` over HTTP spreads a tree's files over N kept-alive

@@ -3,6 +3,9 @@
 //! (a strong ETag or Last-Modified, sent back in `If-Range` with every
 //! range, so pieces of two versions are never put together).
 //!
+//! A lane that is done takes over the second half of the range with the
+//! most left (`client::board`), as with the native protocol.
+//!
 //! The part file has the final size from the start; each range is written
 //! at its place, and the progress of every range is checkpointed into the
 //! `.part.meta` once a second. A split download that stops for any reason
@@ -23,6 +26,7 @@ use tracing::debug;
 
 use super::save::{check, wants_blake3};
 use super::{about, connect, fetch, About, Conn, HttpOptions, HttpSaved, Span, Url, STALL_TIMEOUT};
+use crate::client::board::Board;
 use crate::client::output::{Existing, OutputDir};
 use crate::client::ranges::{split_ranges, MIN_SPLIT};
 use crate::client::{ClientError, GetOptions, Have, RangeProgress};
@@ -111,27 +115,22 @@ pub(super) async fn split(
         f
     };
     let file = Arc::new(file);
-    let progress = Arc::new(Mutex::new(plan.ranges.clone()));
+    let board = Board::new(plan.ranges.clone());
     let bar = get
         .progress
         .bar(&part.target().display().to_string(), plan.v.size);
     bar.set_position(plan.resumed);
     let server_hash = Arc::new(Mutex::new(plan.blake3));
-    // The probe's connection goes to the first lane with work, the opened
-    // ones to the next.
-    let starts: Vec<LaneStart> = plan
-        .ranges
-        .iter()
-        .map(|r| match (r.remaining() > 0, first_conn.take()) {
-            (false, c) => {
-                first_conn = c;
-                LaneStart::default()
-            }
-            (true, Some(c)) => LaneStart {
+    // As many lanes as asked for: a lane that is done takes over half of
+    // the largest range left (see `board`). The probe's connection goes to
+    // the first lane, the opened ones to the next.
+    let starts: Vec<LaneStart> = (0..opts.jobs.max(1))
+        .map(|_| match first_conn.take() {
+            Some(c) => LaneStart {
                 conn: Some(c),
                 opening: None,
             },
-            (true, None) => LaneStart {
+            None => LaneStart {
                 conn: None,
                 opening: spare.pop(),
             },
@@ -139,14 +138,13 @@ pub(super) async fn split(
         .collect();
     drop(spare);
     let results = {
-        let lanes = starts.into_iter().enumerate().map(|(i, start)| {
+        let lanes = starts.into_iter().map(|start| {
             lane(
-                i,
                 start,
                 url,
                 &plan,
                 &file,
-                &progress,
+                &board,
                 &server_hash,
                 &bar,
                 get,
@@ -160,13 +158,12 @@ pub(super) async fn split(
             tokio::select! {
                 r = &mut all => break r,
                 _ = tick.tick() => {
-                    let now = progress.lock().map(|p| p.clone()).unwrap_or_default();
-                    let _ = part.write_meta_with(plan.v, Some(&now), Some(&plan.validator));
+                    let _ = part.write_meta_with(plan.v, Some(&board.snapshot()), Some(&plan.validator));
                 }
             }
         }
     };
-    let now = progress.lock().map(|p| p.clone()).unwrap_or_default();
+    let now = board.snapshot();
     let kept: u64 = now.iter().map(|r| r.done.min(r.length)).sum();
     let _ = part.write_meta_with(plan.v, Some(&now), Some(&plan.validator));
     let mut failure = None;
@@ -326,15 +323,14 @@ async fn probe(
     }))
 }
 
-/// Fetches what is left of range `i` over a connection of its own.
+/// One connection's share: ranges from the board until none is left.
 #[allow(clippy::too_many_arguments)]
 async fn lane(
-    i: usize,
     start: LaneStart,
     url: &Url,
     plan: &Plan,
     file: &std::fs::File,
-    progress: &Mutex<Vec<RangeProgress>>,
+    board: &Board,
     server_hash: &Mutex<Option<[u8; crate::protocol::HASH_LEN]>>,
     bar: &indicatif::ProgressBar,
     get: &GetOptions,
@@ -349,15 +345,48 @@ async fn lane(
         } => o.await.ok().and_then(Result::ok),
         LaneStart { .. } => None,
     };
+    while let Some(i) = board.claim() {
+        let fetched = fetch_range(
+            i,
+            &mut conn,
+            url,
+            plan,
+            file,
+            board,
+            server_hash,
+            bar,
+            get,
+            opts,
+        )
+        .await;
+        board.release(i);
+        fetched?;
+    }
+    Ok(())
+}
+
+/// Fetches what is left of range `i` (retrying, with pauses), up to where
+/// the range ends: another lane may take over its end meanwhile, and then
+/// the rest of the answer is not wanted and `conn` is dropped.
+#[allow(clippy::too_many_arguments)]
+async fn fetch_range(
+    i: usize,
+    conn: &mut Option<Conn>,
+    url: &Url,
+    plan: &Plan,
+    file: &std::fs::File,
+    board: &Board,
+    server_hash: &Mutex<Option<[u8; crate::protocol::HASH_LEN]>>,
+    bar: &indicatif::ProgressBar,
+    get: &GetOptions,
+    opts: &HttpOptions,
+) -> Result<(), LaneEnd> {
     let mut last = None;
     for attempt in 0..LANE_TRIES {
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
         }
-        let r = progress
-            .lock()
-            .map(|p| p[i])
-            .map_err(|_| LaneEnd::Failed(ClientError::Protocol("progress lock poisoned".into())))?;
+        let r = board.range(i);
         if r.remaining() == 0 {
             return Ok(());
         }
@@ -369,11 +398,11 @@ async fn lane(
             to: Some(r.offset + r.length - 1),
             validator: &plan.validator,
         };
-        let answer = match fetch(&mut conn, url, Some(span), opts).await {
+        let answer = match fetch(conn, url, Some(span), opts).await {
             Ok(a) => a,
             Err(e) => {
                 last = Some(e);
-                conn = None;
+                *conn = None;
                 continue;
             }
         };
@@ -412,16 +441,19 @@ async fn lane(
                     if pos + data.len() as u64 > end {
                         return Err(LaneEnd::Changed);
                     }
-                    if let Err(e) = file.write_all_at(&data, pos) {
+                    let fit = board.fit(i, pos, data.len());
+                    if let Err(e) = file.write_all_at(&data[..fit.take], pos) {
                         return Err(LaneEnd::Failed(ClientError::Local {
                             path: "the .part".into(),
                             source: e,
                         }));
                     }
-                    pos += data.len() as u64;
-                    bar.inc(data.len() as u64);
-                    if let Ok(mut p) = progress.lock() {
-                        p[i].done = pos - r.offset;
+                    pos += fit.take as u64;
+                    bar.inc(board.advance(i, pos));
+                    if fit.cut && pos < end {
+                        // Another lane fetches the rest: leave the answer.
+                        *conn = None;
+                        return Ok(());
                     }
                 }
                 Ok(Some(Err(e))) => break Some(ClientError::Protocol(e.to_string())),
@@ -434,7 +466,7 @@ async fn lane(
             Some(e @ ClientError::Interrupted { .. }) => return Err(LaneEnd::Failed(e)),
             Some(e) => last = Some(e),
         }
-        conn = None;
+        *conn = None;
     }
     Err(LaneEnd::Failed(last.unwrap_or(ClientError::Interrupted {
         part: None,
