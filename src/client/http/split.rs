@@ -138,20 +138,17 @@ pub(super) async fn split(
         .collect();
     drop(spare);
     let results = {
-        let lanes = starts.into_iter().map(|start| {
-            lane(
-                start,
-                url,
-                &plan,
-                &file,
-                &board,
-                &server_hash,
-                &bar,
-                get,
-                opts,
-            )
-        });
-        let all = join_all(lanes);
+        let ctx = Lanes {
+            url,
+            plan: &plan,
+            file: &file,
+            board: &board,
+            server_hash: &server_hash,
+            bar: &bar,
+            get,
+            opts,
+        };
+        let all = join_all(starts.into_iter().map(|start| ctx.lane(start)));
         tokio::pin!(all);
         let mut tick = tokio::time::interval(CHECKPOINT);
         loop {
@@ -323,32 +320,43 @@ async fn probe(
     }))
 }
 
-/// One connection's share: ranges from the board until none is left.
-#[allow(clippy::too_many_arguments)]
-async fn lane(
-    start: LaneStart,
-    url: &Url,
-    plan: &Plan,
-    file: &std::fs::File,
-    board: &Board,
-    server_hash: &Mutex<Option<[u8; crate::protocol::HASH_LEN]>>,
-    bar: &indicatif::ProgressBar,
-    get: &GetOptions,
-    opts: &HttpOptions,
-) -> Result<(), LaneEnd> {
-    let mut conn = match start {
-        LaneStart { conn: Some(c), .. } => Some(c),
-        // A connection that could not be opened is opened again by
-        // `fetch`, which reports the error.
-        LaneStart {
-            opening: Some(o), ..
-        } => o.await.ok().and_then(Result::ok),
-        LaneStart { .. } => None,
-    };
-    while let Some(i) = board.claim() {
-        let fetched = fetch_range(
-            i,
-            &mut conn,
+/// What every lane of one split download shares.
+struct Lanes<'a> {
+    url: &'a Url,
+    plan: &'a Plan,
+    file: &'a std::fs::File,
+    board: &'a Board,
+    server_hash: &'a Mutex<Option<[u8; crate::protocol::HASH_LEN]>>,
+    bar: &'a indicatif::ProgressBar,
+    get: &'a GetOptions,
+    opts: &'a HttpOptions,
+}
+
+impl Lanes<'_> {
+    /// One connection's share: ranges from the board until none is left.
+    async fn lane(&self, start: LaneStart) -> Result<(), LaneEnd> {
+        let mut conn = match start {
+            LaneStart { conn: Some(c), .. } => Some(c),
+            // A connection that could not be opened is opened again by
+            // `fetch`, which reports the error.
+            LaneStart {
+                opening: Some(o), ..
+            } => o.await.ok().and_then(Result::ok),
+            LaneStart { .. } => None,
+        };
+        while let Some(i) = self.board.claim() {
+            let fetched = self.fetch_range(i, &mut conn).await;
+            self.board.release(i);
+            fetched?;
+        }
+        Ok(())
+    }
+
+    /// Fetches what is left of range `i` (retrying, with pauses), up to where
+    /// the range ends: another lane may take over its end meanwhile, and then
+    /// the rest of the answer is not wanted and `conn` is dropped.
+    async fn fetch_range(&self, i: usize, conn: &mut Option<Conn>) -> Result<(), LaneEnd> {
+        let Lanes {
             url,
             plan,
             file,
@@ -357,120 +365,98 @@ async fn lane(
             bar,
             get,
             opts,
-        )
-        .await;
-        board.release(i);
-        fetched?;
-    }
-    Ok(())
-}
-
-/// Fetches what is left of range `i` (retrying, with pauses), up to where
-/// the range ends: another lane may take over its end meanwhile, and then
-/// the rest of the answer is not wanted and `conn` is dropped.
-#[allow(clippy::too_many_arguments)]
-async fn fetch_range(
-    i: usize,
-    conn: &mut Option<Conn>,
-    url: &Url,
-    plan: &Plan,
-    file: &std::fs::File,
-    board: &Board,
-    server_hash: &Mutex<Option<[u8; crate::protocol::HASH_LEN]>>,
-    bar: &indicatif::ProgressBar,
-    get: &GetOptions,
-    opts: &HttpOptions,
-) -> Result<(), LaneEnd> {
-    let mut last = None;
-    for attempt in 0..LANE_TRIES {
-        if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
-        }
-        let r = board.range(i);
-        if r.remaining() == 0 {
-            return Ok(());
-        }
-        if get.cancel.is_cancelled() {
-            break;
-        }
-        let span = Span {
-            from: r.offset + r.done,
-            to: Some(r.offset + r.length - 1),
-            validator: &plan.validator,
-        };
-        let answer = match fetch(conn, url, Some(span), opts).await {
-            Ok(a) => a,
-            Err(e) => {
-                last = Some(e);
-                *conn = None;
-                continue;
+        } = *self;
+        let mut last = None;
+        for attempt in 0..LANE_TRIES {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
             }
-        };
-        if answer.status == StatusCode::OK {
-            // If-Range did not match: a new version of the file.
-            return Err(LaneEnd::Changed);
-        }
-        if answer.status != StatusCode::PARTIAL_CONTENT {
-            return Err(LaneEnd::Failed(ClientError::Http(format!(
-                "{}: HTTP {} for a range",
-                answer.url.shown(),
-                answer.status
-            ))));
-        }
-        let info = about(&answer).map_err(LaneEnd::Failed)?;
-        if info.start != span.from || info.total != Some(plan.v.size) {
-            return Err(LaneEnd::Changed);
-        }
-        if let (Some(h), Ok(mut s)) = (info.blake3, server_hash.lock()) {
-            s.get_or_insert(h);
-        }
-        let mut body = answer.body;
-        let mut pos = span.from;
-        let end = r.offset + r.length;
-        let broke = loop {
-            let frame = tokio::select! {
-                f = tokio::time::timeout(STALL_TIMEOUT, body.frame()) => f,
-                () = get.cancel.cancelled() => break Some(ClientError::Interrupted { part: None, kept: 0, total: 0 }),
+            let r = board.range(i);
+            if r.remaining() == 0 {
+                return Ok(());
+            }
+            if get.cancel.is_cancelled() {
+                break;
+            }
+            let span = Span {
+                from: r.offset + r.done,
+                to: Some(r.offset + r.length - 1),
+                validator: &plan.validator,
             };
-            match frame {
-                Ok(None) => break None,
-                Ok(Some(Ok(frame))) => {
-                    let Ok(data) = frame.into_data() else {
-                        continue;
-                    };
-                    if pos + data.len() as u64 > end {
-                        return Err(LaneEnd::Changed);
-                    }
-                    let fit = board.fit(i, pos, data.len());
-                    if let Err(e) = file.write_all_at(&data[..fit.take], pos) {
-                        return Err(LaneEnd::Failed(ClientError::Local {
-                            path: "the .part".into(),
-                            source: e,
-                        }));
-                    }
-                    pos += fit.take as u64;
-                    bar.inc(board.advance(i, pos));
-                    if fit.cut && pos < end {
-                        // Another lane fetches the rest: leave the answer.
-                        *conn = None;
-                        return Ok(());
-                    }
+            let answer = match fetch(conn, url, Some(span), opts).await {
+                Ok(a) => a,
+                Err(e) => {
+                    last = Some(e);
+                    *conn = None;
+                    continue;
                 }
-                Ok(Some(Err(e))) => break Some(ClientError::Protocol(e.to_string())),
-                Err(_) => break Some(ClientError::Protocol("the server stalled".into())),
+            };
+            if answer.status == StatusCode::OK {
+                // If-Range did not match: a new version of the file.
+                return Err(LaneEnd::Changed);
             }
-        };
-        match broke {
-            None if pos == end => return Ok(()),
-            None => last = Some(ClientError::Protocol("a range ended early".into())),
-            Some(e @ ClientError::Interrupted { .. }) => return Err(LaneEnd::Failed(e)),
-            Some(e) => last = Some(e),
+            if answer.status != StatusCode::PARTIAL_CONTENT {
+                return Err(LaneEnd::Failed(ClientError::Http(format!(
+                    "{}: HTTP {} for a range",
+                    answer.url.shown(),
+                    answer.status
+                ))));
+            }
+            let info = about(&answer).map_err(LaneEnd::Failed)?;
+            if info.start != span.from || info.total != Some(plan.v.size) {
+                return Err(LaneEnd::Changed);
+            }
+            if let (Some(h), Ok(mut s)) = (info.blake3, server_hash.lock()) {
+                s.get_or_insert(h);
+            }
+            let mut body = answer.body;
+            let mut pos = span.from;
+            let end = r.offset + r.length;
+            let broke = loop {
+                let frame = tokio::select! {
+                    f = tokio::time::timeout(STALL_TIMEOUT, body.frame()) => f,
+                    () = get.cancel.cancelled() => break Some(ClientError::Interrupted { part: None, kept: 0, total: 0 }),
+                };
+                match frame {
+                    Ok(None) => break None,
+                    Ok(Some(Ok(frame))) => {
+                        let Ok(data) = frame.into_data() else {
+                            continue;
+                        };
+                        if pos + data.len() as u64 > end {
+                            return Err(LaneEnd::Changed);
+                        }
+                        let fit = board.fit(i, pos, data.len());
+                        if let Err(e) = file.write_all_at(&data[..fit.take], pos) {
+                            return Err(LaneEnd::Failed(ClientError::Local {
+                                path: "the .part".into(),
+                                source: e,
+                            }));
+                        }
+                        pos += fit.take as u64;
+                        bar.inc(board.advance(i, pos));
+                        if fit.cut && pos < end {
+                            // Another lane fetches the rest: leave the answer.
+                            *conn = None;
+                            return Ok(());
+                        }
+                    }
+                    Ok(Some(Err(e))) => break Some(ClientError::Protocol(e.to_string())),
+                    Err(_) => break Some(ClientError::Protocol("the server stalled".into())),
+                }
+            };
+            match broke {
+                None if pos == end => return Ok(()),
+                None => last = Some(ClientError::Protocol("a range ended early".into())),
+                Some(e @ ClientError::Interrupted { .. }) => return Err(LaneEnd::Failed(e)),
+                Some(e) => last = Some(e),
+            }
+            *conn = None;
         }
-        *conn = None;
+        Err(LaneEnd::Failed(last.unwrap_or(ClientError::Interrupted {
+            part: None,
+            kept: 0,
+            total: 0,
+        })))
     }
-    Err(LaneEnd::Failed(last.unwrap_or(ClientError::Interrupted {
-        part: None,
-        kept: 0,
-        total: 0,
-    })))
 }
