@@ -48,8 +48,9 @@ pub struct Board {
 pub struct Fit {
     /// Bytes of the chunk that belong to the range (a prefix of it).
     pub take: usize,
-    /// The range ends within (or before) this chunk: the lane's answer goes
-    /// on past it, so the lane must leave the connection after writing.
+    /// The range ends within this chunk, at its end, or before it. If the
+    /// lane's answer goes on past that point (another lane took the rest),
+    /// the lane must leave the connection after writing.
     pub cut: bool,
 }
 

@@ -42,6 +42,22 @@ pub use verify::{GrowingHash, StreamHash};
 use crate::connection::ConnectionError;
 use crate::protocol::ErrorCode;
 
+/// Starts `n` tasks made by `open` (the connections of a split download's
+/// lanes, opened ahead of need); each is aborted if its handle is dropped
+/// unused.
+pub(crate) fn open_ahead<T, F>(
+    n: usize,
+    open: impl Fn() -> F,
+) -> Vec<tokio_util::task::AbortOnDropHandle<T>>
+where
+    F: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    (0..n)
+        .map(|_| tokio_util::task::AbortOnDropHandle::new(tokio::spawn(open())))
+        .collect()
+}
+
 /// Most entries a tree download walks: past it, the download stops with an
 /// error instead of letting a hostile (or enormous) server exhaust memory.
 pub const MAX_TREE_ENTRIES: usize = 1 << 20;

@@ -106,7 +106,10 @@ async fn split_once(
     // the file's size: on a long round trip that is two of them saved.
     // Unused ones (a small file, one stream, a failure) are dropped, which
     // closes them.
-    let spare = preconnect(addr, jobs.saturating_sub(1));
+    let spare = super::open_ahead(jobs.saturating_sub(1), || {
+        let addr = addr.clone();
+        async move { Client::connect(&addr).await }
+    });
     let mut first = Client::connect_pipelined(addr).await?;
     let st = first.stat(remote).await?;
     if st.kind != EntryKind::File {
@@ -167,16 +170,6 @@ async fn split_once(
 
 /// A connection being opened for a lane; aborted if dropped unused.
 type Connecting = AbortOnDropHandle<Result<Client, ClientError>>;
-
-/// Starts opening `n` connections to `addr`.
-fn preconnect(addr: &HostPort, n: usize) -> Vec<Connecting> {
-    (0..n)
-        .map(|_| {
-            let addr = addr.clone();
-            AbortOnDropHandle::new(tokio::spawn(async move { Client::connect(&addr).await }))
-        })
-        .collect()
-}
 
 /// The ranges of a fresh split, or `None` if the file is not worth it.
 fn fresh_plan(size: u64, jobs: usize) -> Option<Vec<RangeProgress>> {

@@ -83,7 +83,10 @@ pub(super) async fn split(
     // The other lanes connect while the first range is asked about: on a
     // long round trip (and more with TLS) that is the handshakes saved.
     // Unused ones are dropped, which closes them.
-    let mut spare = preconnect(url, opts, opts.jobs.saturating_sub(1));
+    let mut spare = crate::client::open_ahead(opts.jobs.saturating_sub(1), || {
+        let (url, opts) = (url.clone(), opts.clone());
+        async move { connect(&url, &opts).await }
+    });
     let mut first_conn = None;
     let plan = match (part.resume_point(), part.if_range()) {
         (Some((Have::Ranges(ranges), v)), Some(validator)) => Plan {
@@ -243,16 +246,6 @@ enum Probe {
 
 /// A connection being opened for a lane; aborted if dropped unused.
 type Opening = AbortOnDropHandle<Result<Conn, ClientError>>;
-
-/// Starts opening `n` connections to `url`'s server.
-fn preconnect(url: &Url, opts: &HttpOptions, n: usize) -> Vec<Opening> {
-    (0..n)
-        .map(|_| {
-            let (url, opts) = (url.clone(), opts.clone());
-            AbortOnDropHandle::new(tokio::spawn(async move { connect(&url, &opts).await }))
-        })
-        .collect()
-}
 
 /// The connection a lane starts with: one already open, one being
 /// opened, or none (the lane opens its own).
